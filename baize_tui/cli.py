@@ -1,0 +1,61 @@
+"""``baize-tui`` command line: parses arguments and hands off to the packages.
+
+Each subcommand lives in ``baize_tui/commands/<name>.py`` with a ``register(subparsers)``
+function; this module only wires them together, so it stays cheap to import (no torch,
+transformers or Textual until a command needs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from baize_tui import __version__
+from baize_tui.errors import UserError
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("paths",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="baize-tui",
+        description=(
+            "Chat with Baize on local GGUF weights. Without a subcommand, opens the terminal app."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"baize-tui {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"baize_tui.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Open the Textual app (imported only now, so subcommands never pay for it)."""
+    from baize_tui.ui.app import run
+
+    return run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``baize-tui`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", run_app)
+    try:
+        return int(handler(args) or 0)
+    except UserError as exc:
+        print(f"baize-tui: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("baize-tui: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

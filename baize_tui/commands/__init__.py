@@ -1,0 +1,1 @@
+"""Subcommands of ``baize-tui``; each module has ``register(subparsers)``."""

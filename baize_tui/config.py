@@ -1,0 +1,129 @@
+"""Settings from ``config.toml`` (see ``baize-tui paths``), merged over built-in defaults.
+
+The file is TOML with tables; unknown keys are kept so newer versions' settings survive
+an older version rewriting the file. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from baize_tui.errors import UserError
+from baize_tui.paths import get_paths
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+DEFAULTS: dict[str, Any] = {
+    "model": {
+        "default": "",  # a model spec: PATH.gguf, openai:MODEL, hf:BASE[+LORA]
+        "max_ctx": 4096,  # cap on the context size taken from a GGUF
+        "dirs": [],  # extra directories searched for GGUF files
+    },
+    "openai": {
+        "base_url": "",
+        "api_key": "",  # prefer OPENAI_API_KEY in the environment
+    },
+    "ui": {
+        "theme": "textual-dark",
+        "keymap": {},
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """Read the settings file (missing is fine) and merge it over the defaults."""
+    path = path or get_paths().config_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return copy.deepcopy(DEFAULTS)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    return _merge(DEFAULTS, data)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Serialise nested dicts of scalars and lists as TOML tables."""
+    lines: list[str] = []
+
+    def emit(table: dict[str, Any], prefix: str) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if prefix and (scalars or not tables):
+            lines.append(f"[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+        if scalars:
+            lines.append("")
+        for key, value in tables.items():
+            emit(value, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
+
+    emit(data, "")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: dict[str, Any], path: Path | None = None) -> Path:
+    """Write the whole settings dict atomically; returns the file written."""
+    path = path or get_paths().config_file
+    atomic_write_text(path, dumps_toml(config))
+    return path
+
+
+def set_value(dotted_key: str, value: Any, path: Path | None = None) -> dict[str, Any]:
+    """Set one setting (``"model.default"``) and save; returns the new settings."""
+    config = load_config(path)
+    node = config
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    save_config(config, path)
+    return config

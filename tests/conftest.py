@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny models built offline once and cached in a temp dir, and an
+isolated ``BAIZE_HOME`` for every test."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+sys.path.insert(0, str(TESTS_DIR))
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_train_extra() -> None:
+    """Skip (outside CI) or fail (in CI) when the ``train`` extra is not installed."""
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"needs the train extra (pip install -e '.[train]'): missing {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(f"CI installs every extra, yet {reason}")
+        pytest.skip(reason)
+
+
+def _fixture_key() -> str:
+    """Changes whenever the builder or the libraries that shape its output change."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256((TESTS_DIR / "tinymodels.py").read_bytes())
+    for dist in ("torch", "transformers", "peft", "sentencepiece", "safetensors"):
+        digest.update(version(dist).encode())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny() -> dict[str, Path]:
+    """Every tiny checkpoint, tokenizer and adapter (see tests/tinymodels.py), by name.
+
+    Built once per machine and library versions into the system temp dir; a build happens in
+    a private directory that is renamed into place, so parallel or interrupted runs are safe.
+    """
+    require_train_extra()
+    import tinymodels
+
+    root = Path(tempfile.gettempdir()) / f"baize-tui-fixtures-{_fixture_key()}"
+    names = ["tokenizer", "llama", "llama_gqa", "llama_bin", "llama_decapoda", "llama_wide",
+             "lora_v1", "lora_st", "lora_gqa", "lora_bin_base", "lora_wide"]
+    if not (root / "complete").exists():
+        building = Path(tempfile.mkdtemp(prefix="baize-tui-fixtures-build-"))
+        try:
+            built = tinymodels.build_all(building)
+            (building / "names").write_text("\n".join(f"{k}={v.name}" for k, v in built.items()))
+            (building / "complete").write_text("ok")
+            try:
+                building.rename(root)
+            except OSError:  # another run finished first; use theirs
+                shutil.rmtree(building, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+    mapping = dict(line.split("=", 1) for line in (root / "names").read_text().splitlines())
+    assert set(mapping) == set(names), "fixture set changed without a key change"
+    return {name: root / sub for name, sub in mapping.items()}
+
+
+@pytest.fixture(autouse=True)
+def baize_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty BAIZE_HOME, so nothing touches the user's files."""
+    home = tmp_path / "baize-home"
+    monkeypatch.setenv("BAIZE_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    return home
