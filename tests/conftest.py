@@ -79,3 +79,13 @@ def baize_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An F16 GGUF of the tiny LLaMA (``tiny["llama"]``), made by our converter."""
+    from baize_convert.pipeline import MergeRequest, run_merge
+
+    out = tmp_path_factory.mktemp("gguf") / "tiny-llama-F16.gguf"
+    run_merge(MergeRequest(base=str(tiny["llama"]), loras=[], quant="f16", output=out), quiet=True)
+    return out

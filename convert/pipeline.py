@@ -1,0 +1,308 @@
+"""The ``merge`` and ``lora`` commands end to end: resolve inputs, validate everything before
+heavy work, check disk space, stream into a temporary file, self-check, rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+from baize_convert import ConvertError, ConvertFailed
+from baize_convert.checkpoint import Checkpoint
+from baize_convert.gguf_export import (
+    gguf_name_for,
+    hf_to_gguf_qk,
+    plan_tensors,
+    qk_heads,
+    write_gguf,
+)
+from baize_convert.hf_export import HFShardWriter
+from baize_convert.hub import resolve_dir
+from baize_convert.lora import Adapter
+from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
+from baize_convert.vocab import load_vocab
+
+from baize_tui.catalog import base_for_adapter
+
+BASE_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+                 "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
+ADAPTER_PATTERNS = ["adapter_config.json", "adapter_model.bin", "adapter_model.safetensors"]
+DISK_MARGIN = 64 * 1024**2
+
+
+@dataclass
+class MergeRequest:
+    """What ``baize-convert merge`` was asked to do."""
+
+    base: str | None
+    loras: list[str]
+    quant: str = "f16"
+    output: Path | None = None
+    hf_out: Path | None = None
+    name: str | None = None
+    force: bool = False
+
+
+@dataclass
+class MergeResult:
+    """What was written."""
+
+    output: Path
+    quant: QuantType
+    size: int
+    seconds: float
+    peak_rss: int
+    hf_out: Path | None = None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _spec_name(spec: str) -> str:
+    return Path(spec.rstrip("/")).name
+
+
+def resolve_base_spec(base: str | None, loras: list[str], adapters: list[Adapter]) -> str:
+    """The base to use: given, a known Baize adapter's base, or the adapter's recorded base."""
+    if base:
+        return base
+    for spec in loras:
+        known = base_for_adapter(spec)
+        if known:
+            return known
+    for adapter in adapters:
+        if adapter.base_model:
+            return adapter.base_model
+    if loras:
+        raise ConvertError(
+            f"--base is required: adapter {loras[0]} does not name its base model "
+            "(Baize v1 adapters say null); pass e.g. --base huggyllama/llama-7b"
+        )
+    raise ConvertError("nothing to convert: give --base (and optionally --lora)")
+
+
+def default_output(request: MergeRequest, qt: QuantType, base_spec: str) -> Path:
+    """A descriptive name in the current directory, e.g. ``baize-lora-7B-Q4_K_M.gguf``."""
+    stem = request.name or (_spec_name(request.loras[-1]) if request.loras else _spec_name(base_spec))
+    return Path.cwd() / f"{stem}-{qt.label}.gguf"
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse to overwrite without --force; the directory must exist."""
+    if path.exists() and not force:
+        raise ConvertError(f"{path} exists; pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise ConvertError(f"{path.parent}: output directory does not exist")
+    if path.is_dir():
+        raise ConvertError(f"{path} is a directory; give a file name ending in .gguf")
+
+
+def check_disk(directory: Path, needed: int, what: str) -> None:
+    """Fail before starting when ``directory`` has less free space than ``needed``."""
+    free = shutil.disk_usage(directory).free
+    if free < needed + DISK_MARGIN:
+        raise ConvertFailed(
+            f"not enough disk space in {directory}: {what} needs about {human_bytes(needed)}, "
+            f"{human_bytes(free)} free; free some space or choose another -o directory"
+        )
+
+
+@contextlib.contextmanager
+def temporary_output(final: Path, tag: str = "partial") -> Iterator[Path]:
+    """A temp path beside ``final`` that is removed unless the caller renamed it."""
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{tag}"
+    try:
+        yield tmp
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _chat_template() -> str:
+    from baize_tui.prompt import chat_template
+
+    return chat_template()
+
+
+def _progress(total_bytes: int, n_tensors: int, label: str):
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TextColumn("{task.fields[tensors]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        transient=True, redirect_stdout=False,
+    )
+    task = progress.add_task(label, total=total_bytes, tensors=f"0/{n_tensors} tensors")
+    return progress, task, MofNCompleteColumn
+
+
+def open_inputs(base: str | None, loras: list[str]) -> tuple[Checkpoint, list[Adapter]]:
+    """Resolve and validate base and adapters (cheap: nothing heavy is read yet)."""
+    adapters = [Adapter.open(resolve_dir(spec, what="LoRA adapter", allow_patterns=ADAPTER_PATTERNS))
+                for spec in loras]
+    base_spec = resolve_base_spec(base, loras, adapters)
+    ckpt = Checkpoint.open(resolve_dir(base_spec, what="base model", allow_patterns=BASE_PATTERNS))
+    for adapter in adapters:
+        adapter.check_against(ckpt)
+    return ckpt, adapters
+
+
+def run_merge(request: MergeRequest, *, quiet: bool = False) -> MergeResult:
+    """Merge, convert and (optionally) quantize; prints progress and a summary line."""
+    started = time.monotonic()
+    qt = parse_quant(request.quant)
+    ckpt, adapters = open_inputs(request.base, request.loras)
+    base_spec = request.base or str(ckpt.directory)
+    output = (request.output or default_output(request, qt, base_spec)).expanduser().absolute()
+    check_output(output, request.force)
+    if request.hf_out is not None and request.hf_out.exists() and not request.force:
+        raise ConvertError(f"{request.hf_out} exists; pass --force to overwrite it")
+    vocab = load_vocab(ckpt.directory, ckpt.vocab_rows)
+    template = _chat_template()
+    write_qt = parse_quant("f16") if qt.via_llama else qt
+    plans = plan_tensors(ckpt, write_qt)
+    single_pass = sum(p.nbytes for p in plans)
+    needed = single_pass + (int(ckpt.n_params * qt.bits_per_weight / 8) if qt.via_llama else 0)
+    check_disk(output.parent, needed, f"writing {output.name}")
+    name = request.name or (_spec_name(request.loras[-1]) if request.loras else _spec_name(base_spec))
+
+    total_in = sum(ckpt.refs[p.hf_name].n_elements * 4 for p in plans)
+    progress, task, _ = _progress(total_in, len(plans), f"merging → {write_qt.label}")
+    done = [0]
+
+    def on_tensor(p) -> None:
+        done[0] += 1
+        progress.update(task, advance=ckpt.refs[p.hf_name].n_elements * 4,
+                        tensors=f"{done[0]}/{len(plans)} tensors")
+
+    hf_writer = None
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(temporary_output(output))
+        hf_tmp = None
+        if request.hf_out is not None:
+            hf_dir = request.hf_out.expanduser().absolute()
+            hf_tmp = stack.enter_context(temporary_output(hf_dir, "partial-dir"))
+            hf_writer = HFShardWriter(hf_tmp, ckpt, [p.hf_name for p in plans])
+            check_disk(hf_dir.parent, hf_writer.total + needed, "--hf-out and the GGUF")
+        if not quiet:
+            stack.enter_context(progress)
+        try:
+            write_gguf(tmp, ckpt, adapters, vocab, plans, name=name,
+                       file_type=int(write_qt.file_type), chat_template=template,
+                       on_tensor=on_tensor, hf_sink=hf_writer.write if hf_writer else None)
+        except BaseException:
+            if hf_writer:
+                hf_writer.abort()
+            raise
+        if qt.via_llama:
+            progress.update(task, description=f"quantizing → {qt.label} (llama.cpp)")
+            quant_tmp = stack.enter_context(temporary_output(output, "quant"))
+            llama_quantize(tmp, quant_tmp, qt)
+            tmp.unlink()
+            quant_tmp.rename(tmp)
+        self_check(tmp, qt, len(plans))
+        if hf_writer and hf_tmp is not None:
+            hf_writer.finish(vocab.bos_id, vocab.eos_id)
+            if request.hf_out.exists():
+                shutil.rmtree(request.hf_out)
+            hf_tmp.rename(request.hf_out)
+        os.replace(tmp, output)
+    result = MergeResult(output, qt, output.stat().st_size, time.monotonic() - started,
+                         peak_rss_bytes(), request.hf_out)
+    if not quiet:
+        extra = f"; HF shards in {result.hf_out}" if result.hf_out else ""
+        print(f"wrote {result.output} ({qt.label}, {human_bytes(result.size)}) in "
+              f"{result.seconds:.1f} s, peak memory {human_bytes(result.peak_rss)}{extra}")
+    return result
+
+
+def self_check(path: Path, qt: QuantType, n_tensors: int) -> None:
+    """Reopen the written file: tensor count and file type must be what was asked."""
+    reader = gguf.GGUFReader(path)
+    if len(reader.tensors) != n_tensors:
+        raise ConvertFailed(f"{path}: wrote {len(reader.tensors)} tensors, expected {n_tensors}")
+    field = reader.get_field(gguf.Keys.General.FILE_TYPE)
+    if field is None or int(field.contents()) != int(qt.file_type):
+        raise ConvertFailed(f"{path}: general.file_type is not {qt.label}")
+
+
+def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype: str = "f32",
+                    force: bool = False, quiet: bool = False) -> Path:
+    """Write one adapter as a GGUF LoRA adapter for ``Llama(lora_path=...)``."""
+    adapter_dir = resolve_dir(lora, what="LoRA adapter", allow_patterns=ADAPTER_PATTERNS)
+    adapter = Adapter.open(adapter_dir)
+    if adapter.fan_in_fan_out:
+        raise ConvertError(f"{adapter_dir}: fan_in_fan_out adapters cannot be GGUF adapters")
+    if adapter.config.get("rank_pattern") or adapter.config.get("alpha_pattern"):
+        raise ConvertError(f"{adapter_dir}: rank_pattern/alpha_pattern adapters cannot be GGUF adapters")
+    base_spec = resolve_base_spec(base, [lora], [adapter])
+    base_dir = resolve_dir(base_spec, what="base model", allow_patterns=["config.json", "*.json",
+                                                                          "tokenizer.model"] + BASE_PATTERNS)
+    ckpt = Checkpoint.open(base_dir)
+    adapter.check_against(ckpt)
+    output = (output or Path.cwd() / f"{_spec_name(lora)}-LoRA-{outtype.upper()}.gguf").absolute()
+    check_output(output, force)
+    dtype = np.float16 if outtype == "f16" else np.float32
+    alpha = adapter.alpha * np.sqrt(adapter.r) if adapter.use_rslora else adapter.alpha
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, ckpt.n_layers)
+    heads = (ckpt.n_head, ckpt.n_head_kv)
+    with temporary_output(output) as tmp:
+        writer = gguf.GGUFWriter(tmp, "llama")
+        try:
+            writer.add_type(gguf.GGUFType.ADAPTER)
+            writer.add_name(_spec_name(lora))
+            writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+            writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+            for hf_name in sorted(adapter.pairs):
+                pair = adapter.pairs[hf_name]
+                gname = gguf_name_for(hf_name, name_map)
+                b = pair.b
+                n_head = qk_heads(hf_name, heads)
+                if n_head is not None:
+                    b = hf_to_gguf_qk(b, n_head)  # B's rows are the output rows; A is unchanged
+                writer.add_tensor(f"{gname}.lora_a", pair.a.astype(dtype))
+                writer.add_tensor(f"{gname}.lora_b", np.ascontiguousarray(b, dtype=dtype))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
+        os.replace(tmp, output)
+    if not quiet:
+        print(f"wrote {output} (LoRA adapter, {len(adapter.pairs)} modules, r={adapter.r}, "
+              f"{human_bytes(output.stat().st_size)})")
+    return output
+
+
+__all__ = ["MergeRequest", "MergeResult", "run_merge", "run_lora_export", "tensor_nbytes"]

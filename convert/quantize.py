@@ -1,0 +1,112 @@
+"""Output types: which tensor gets which GGML type, and K-quants through llama.cpp.
+
+Types numpy can produce (F32, F16, BF16, Q8_0, Q4_0) are written in the single streaming
+pass. K-quant mixes (Q4_K_M, Q5_K_M, Q6_K) are made by llama.cpp's own quantizer from a
+temporary F16 GGUF, exactly as ``llama-quantize`` would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+from baize_convert import ConvertError, ConvertFailed
+from gguf import GGMLQuantizationType as T
+from gguf import LlamaFileType as F
+
+
+@dataclass(frozen=True)
+class QuantType:
+    """One ``--quantize`` choice."""
+
+    name: str  # canonical lower-case name, e.g. "q4_k_m"
+    label: str  # as in file names and llama.cpp, e.g. "Q4_K_M"
+    file_type: F  # general.file_type of the final file
+    base_type: T  # the main tensor type
+    via_llama: bool  # made by llama.cpp's quantizer from a temporary F16 file
+    bits_per_weight: float  # for disk estimates
+
+    def tensor_type(self, gguf_name: str, shape: tuple[int, ...]) -> T:
+        """The GGML type of one tensor in the single-pass (numpy) writer.
+
+        1-D tensors and norms stay F32 (as in llama.cpp's converter); a row width that does
+        not divide into the block size falls back to F16.
+        """
+        if len(shape) == 1 or gguf_name.endswith("_norm.weight"):
+            return T.F32
+        base = T.F16 if self.via_llama else self.base_type
+        if base == T.Q4_0 and gguf_name == "output.weight":
+            base = T.Q8_0  # numpy cannot make llama-quantize's Q6_K output; Q8_0 is the safe step up
+        block, _ = gguf.GGML_QUANT_SIZES[base]
+        if shape[-1] % block:
+            return T.F16
+        return base
+
+
+QUANT_TYPES: dict[str, QuantType] = {
+    q.name: q
+    for q in (
+        QuantType("f32", "F32", F.ALL_F32, T.F32, False, 32.0),
+        QuantType("f16", "F16", F.MOSTLY_F16, T.F16, False, 16.0),
+        QuantType("bf16", "BF16", F.MOSTLY_BF16, T.BF16, False, 16.0),
+        QuantType("q8_0", "Q8_0", F.MOSTLY_Q8_0, T.Q8_0, False, 8.5),
+        QuantType("q4_0", "Q4_0", F.MOSTLY_Q4_0, T.Q4_0, False, 4.6),
+        QuantType("q4_k_m", "Q4_K_M", F.MOSTLY_Q4_K_M, T.Q4_K, True, 4.9),
+        QuantType("q5_k_m", "Q5_K_M", F.MOSTLY_Q5_K_M, T.Q5_K, True, 5.7),
+        QuantType("q6_k", "Q6_K", F.MOSTLY_Q6_K, T.Q6_K, True, 6.6),
+    )
+}
+ALIASES = {"q4": "q4_k_m", "q5": "q5_k_m", "q8": "q8_0"}
+
+
+def parse_quant(name: str) -> QuantType:
+    """Look up a ``--quantize`` value (case-insensitive, aliases allowed)."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in QUANT_TYPES:
+        valid = ", ".join(list(QUANT_TYPES) + [f"{a} (= {t})" for a, t in ALIASES.items()])
+        raise ConvertError(f"unknown quant type {name!r}; choose one of: {valid}")
+    return QUANT_TYPES[key]
+
+
+def tensor_nbytes(shape: tuple[int, ...], qtype: T) -> int:
+    """Bytes a tensor of this shape takes in this GGML type."""
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n // block * type_size
+
+
+def llama_quantize(src: Path, dst: Path, qt: QuantType, threads: int | None = None) -> None:
+    """Quantize an F16 GGUF into ``dst`` with llama.cpp (blocking; runs the C call in a thread
+    so Ctrl-C still reaches Python between checks)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ConvertError(
+            f"{qt.label} needs llama.cpp's quantizer (pip install llama-cpp-python); "
+            "q8_0 and q4_0 work without it"
+        ) from None
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # keep llama.cpp's per-tensor log quiet
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(qt.file_type)
+    params.nthread = threads or os.cpu_count() or 0
+    result: list[int] = []
+
+    def work() -> None:
+        result.append(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                                     ctypes.byref(params)))
+
+    thread = threading.Thread(target=work, name="llama-quantize", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if not result or result[0] != 0:
+        raise ConvertFailed(f"llama.cpp could not quantize {src} to {qt.label} (code {result})")
