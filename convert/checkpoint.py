@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from baize_convert import ConvertError
 
 LLAMA_ARCHITECTURES = {"LlamaForCausalLM", "LLaMAForCausalLM"}

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from gguf import GGMLQuantizationType as T
+
 from baize_convert import ConvertError
 from baize_convert.checkpoint import Checkpoint
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, tensor_nbytes
 from baize_convert.vocab import Vocab
-from gguf import GGMLQuantizationType as T
 
 
 @dataclass(frozen=True)

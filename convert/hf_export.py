@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
 from baize_convert.checkpoint import Checkpoint
 
 SHARD_BYTES = 2 * 1024**3

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from baize_convert import ConvertError
 from baize_convert.checkpoint import Checkpoint, SafetensorsFile
 

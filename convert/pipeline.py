@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
 from baize_convert import ConvertError, ConvertFailed
 from baize_convert.checkpoint import Checkpoint
 from baize_convert.gguf_export import (
@@ -29,7 +30,6 @@ from baize_convert.hub import resolve_dir
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
 from baize_convert.vocab import load_vocab
-
 from baize_tui.catalog import base_for_adapter
 
 BASE_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",

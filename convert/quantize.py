@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
-from baize_convert import ConvertError, ConvertFailed
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as F
+
+from baize_convert import ConvertError, ConvertFailed
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
+
 from baize_convert import ConvertError
 
 
