@@ -1,8 +1,9 @@
 """Lazy reader for Hugging Face LLaMA checkpoints: safetensors or pickled ``.bin``, single or sharded.
 
-Nothing is loaded up front: safetensors files are memory-mapped and parsed from their header;
-``.bin`` shards go through ``torch.load(mmap=True, weights_only=True)``. ``load(name)`` returns
-one tensor as a fresh float32 array, so peak memory stays near the largest tensor.
+Nothing is loaded up front: safetensors headers are parsed and ``.bin`` pickles are read with
+an allow-listed unpickler (no torch needed), keeping only where each tensor's bytes are.
+``load(name, start, stop)`` reads one tensor, or a range of its rows, as a new float32 array,
+so peak memory stays near one chunk of one tensor whatever the model size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from baize_convert import ConvertError
+from baize_convert.rawio import pread_into, to_f32
+from baize_convert.torchbin import load_state_dict, read_rows
 
 LLAMA_ARCHITECTURES = {"LlamaForCausalLM", "LLaMAForCausalLM"}
 # Buffers some old checkpoints carry that are not weights (BAIZE.md §2).
@@ -40,12 +43,9 @@ class TensorRef:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
-def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
 class SafetensorsFile:
-    """A memory-mapped safetensors file, parsed without the safetensors library."""
+    """A safetensors file, parsed from its header without the safetensors library; tensors
+    (or row ranges of them) are read on demand."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,70 +70,46 @@ class SafetensorsFile:
                     f"{path}: truncated (tensor {name} ends at byte {self.data_start + end}, "
                     f"file has {size}); re-download it"
                 )
-        self._map: np.memmap | None = None
 
     def refs(self) -> Iterator[TensorRef]:
         """Every tensor in the file."""
         for name, info in self.header.items():
             yield TensorRef(name, self.path, info["dtype"], tuple(info["shape"]))
 
-    def raw(self, name: str) -> np.ndarray:
-        """The stored array (a view into the map, in its stored dtype; BF16 as uint16)."""
+    def load(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one tensor (all rows by default) as a new float32 array."""
         info = self.header[name]
         dtype = _ST_DTYPES.get(info["dtype"])
         if dtype is None:
             raise ConvertError(f"{self.path}: tensor {name} has unsupported dtype {info['dtype']}")
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        begin, end = info["data_offsets"]
-        buf = self._map[self.data_start + begin:self.data_start + end]
-        return buf.view(dtype).reshape(info["shape"])
-
-    def load(self, name: str) -> np.ndarray:
-        """One tensor as a new float32 array."""
-        raw = self.raw(name)
-        if self.header[name]["dtype"] == "BF16":
-            return _bf16_to_f32(raw)
-        return np.array(raw, dtype=np.float32)
+        shape = tuple(info["shape"])
+        rows = shape[0] if shape else 1
+        stop = rows if stop is None else stop
+        row_elems = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        raw = np.empty((stop - start) * row_elems, dtype=dtype)
+        itemsize = np.dtype(dtype).itemsize
+        pread_into(self.path, raw, self.data_start + info["data_offsets"][0]
+                   + start * row_elems * itemsize)
+        raw = raw.reshape((stop - start, *shape[1:]) if shape else ())
+        return to_f32(raw, info["dtype"])
 
 
 class TorchBinFile:
-    """A pickled PyTorch shard, opened lazily with ``torch.load(mmap=True, weights_only=True)``."""
+    """A pickled PyTorch shard (``torch.save`` zip), read without torch (see torchbin)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            import torch
-        except ImportError:
-            raise ConvertError(
-                f"{path}: reading PyTorch .bin checkpoints needs torch; "
-                "install it with pip install 'baize-tui[train]'"
-            ) from None
-        try:
-            self.state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise ConvertError(f"{path}: cannot read this PyTorch file ({exc})") from None
-            # Pre-zipfile pickles cannot be mmapped; they are loaded whole (shards are small).
-            self.state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for corrupt files
-            raise ConvertError(
-                f"{path}: corrupt or truncated PyTorch file ({type(exc).__name__}: {exc}); "
-                "re-download it"
-            ) from None
-        if not isinstance(self.state, dict):
-            raise ConvertError(f"{path}: expected a state dict, found {type(self.state).__name__}")
+        self.state = load_state_dict(path)
 
     def refs(self) -> Iterator[TensorRef]:
         """Every tensor in the file."""
         for name, tensor in self.state.items():
-            dtype = str(tensor.dtype).removeprefix("torch.")
-            label = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}.get(dtype, dtype)
-            yield TensorRef(name, self.path, label, tuple(tensor.shape))
+            yield TensorRef(name, self.path, tensor.label, tensor.shape)
 
-    def load(self, name: str) -> np.ndarray:
-        """One tensor as a new float32 array."""
-        return self.state[name].float().numpy().copy()
+    def load(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one tensor (all rows by default) as a new float32 array."""
+        tensor = self.state[name]
+        return to_f32(read_rows(self.path, tensor, start, stop), tensor.label)
 
 
 def open_tensor_file(path: Path) -> SafetensorsFile | TorchBinFile:
@@ -218,10 +194,10 @@ class Checkpoint:
             raise ConvertError(f"{directory}: the weight files hold no tensors")
         return ckpt
 
-    def load(self, name: str) -> np.ndarray:
-        """One tensor as a new float32 array."""
+    def load(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one tensor (all rows by default) as a new float32 array."""
         ref = self.refs[name]
-        return self._files[ref.file].load(name)
+        return self._files[ref.file].load(name, start, stop)
 
     # ---- hyperparameters, with LLaMA's defaults -------------------------------------------
     @property

@@ -3,7 +3,10 @@ load → merge → permute → convert → write one tensor at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +80,32 @@ def plan_tensors(ckpt: Checkpoint, qt: QuantType) -> list[TensorPlan]:
     return plans
 
 
-def merged_tensor(ckpt: Checkpoint, adapters: Iterable[Adapter], hf_name: str) -> np.ndarray:
-    """A base tensor as float32 with every adapter merged in, in HF layout."""
-    w = ckpt.load(hf_name)
+# Large tensors are processed in row blocks of about this many values (32 MB as float32), so
+# peak memory is a block plus one encoded tensor, not several float32 copies of the largest.
+CHUNK_ELEMENTS = 8 * 1024 * 1024
+
+
+def merged_tensor(ckpt: Checkpoint, adapters: Iterable[Adapter], hf_name: str, start: int = 0,
+                  stop: int | None = None) -> np.ndarray:
+    """Rows ``start:stop`` of a base tensor as float32 with every adapter merged in (HF layout)."""
+    w = ckpt.load(hf_name, start, stop)
     for adapter in adapters:
-        w = adapter.merge_into(hf_name, w)
+        w = adapter.merge_into(hf_name, w, start)
     if not np.isfinite(w).all():
         raise ConvertError(f"tensor {hf_name} has NaN or infinite values after merging")
     return w
+
+
+def row_chunks(shape: tuple[int, ...], n_head: int | None,
+               chunk_elements: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges covering a tensor; Q/K ranges hold whole heads (the permutation is per head)."""
+    rows = shape[0] if shape else 1
+    row_elems = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    step = max(1, (chunk_elements or CHUNK_ELEMENTS) // row_elems)
+    if n_head:
+        head_rows = rows // n_head
+        step = max(head_rows, step // head_rows * head_rows)
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def encode_tensor(w: np.ndarray, qtype: T) -> np.ndarray:
@@ -131,12 +152,46 @@ def add_model_metadata(writer: gguf.GGUFWriter, ckpt: Checkpoint, vocab: Vocab, 
 TensorSink = Callable[[str, np.ndarray], None]
 
 
+@dataclass(frozen=True)
+class _Job:
+    plan: TensorPlan
+    start: int
+    stop: int
+    n_head: int | None
+    last: bool  # the tensor's final row block
+
+
+def _jobs(plans: list[TensorPlan], heads: tuple[int, int]) -> Iterator[_Job]:
+    for p in plans:
+        n_head = qk_heads(p.hf_name, heads)
+        chunks = row_chunks(p.shape, n_head)
+        for i, (start, stop) in enumerate(chunks):
+            yield _Job(p, start, stop, n_head, i == len(chunks) - 1)
+
+
+def _process(ckpt: Checkpoint, adapters: list[Adapter], job: _Job,
+             keep_merged: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """Load, merge, permute and encode one row block (runs in a worker thread)."""
+    p = job.plan
+    w = merged_tensor(ckpt, adapters, p.hf_name, job.start, job.stop)
+    merged = w if keep_merged else None
+    if job.n_head is not None:
+        w = hf_to_gguf_qk(w, (job.stop - job.start) // (p.shape[0] // job.n_head))  # a new array
+    return merged, encode_tensor(w, p.qtype)
+
+
 def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Vocab,
                plans: list[TensorPlan], *, name: str, file_type: int, chat_template: str,
                on_tensor: Callable[[TensorPlan], None] | None = None,
-               hf_sink: TensorSink | None = None) -> None:
-    """Stream the model into ``path`` (the caller picks a temporary name and renames it)."""
+               hf_sink: TensorSink | None = None, workers: int | None = None) -> None:
+    """Stream the model into ``path`` (the caller picks a temporary name and renames it).
+
+    Row blocks are loaded, merged and encoded by a few worker threads (numpy releases the
+    GIL) within a small window, and written strictly in order by this thread.
+    """
     writer = gguf.GGUFWriter(path, "llama")
+    workers = workers or min(os.cpu_count() or 1, 4)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
     try:
         add_model_metadata(writer, ckpt, vocab, name=name, file_type=file_type,
                            chat_template=chat_template)
@@ -149,20 +204,36 @@ def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Voc
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        heads = (ckpt.n_head, ckpt.n_head_kv)
-        for p in plans:
-            w = merged_tensor(ckpt, adapters, p.hf_name)
-            if hf_sink is not None:
-                hf_sink(p.hf_name, w)
-            n_head = qk_heads(p.hf_name, heads)
-            if n_head is not None:
-                w = hf_to_gguf_qk(w, n_head)
-            data = encode_tensor(w, p.qtype)
-            if data.nbytes != p.nbytes:  # GGUFWriter only asserts this
-                raise ConvertError(f"tensor {p.hf_name}: encoded {data.nbytes} bytes, planned {p.nbytes}")
-            writer.write_tensor_data(data)
-            del w, data
-            if on_tensor is not None:
-                on_tensor(p)
+        jobs = _jobs(plans, (ckpt.n_head, ckpt.n_head_kv))
+        pending: deque[tuple[_Job, Future]] = deque()
+
+        def submit_next() -> None:
+            job = next(jobs, None)
+            if job is not None:
+                pending.append((job, pool.submit(_process, ckpt, adapters, job,
+                                                 hf_sink is not None)))
+
+        for _ in range(workers + 1):
+            submit_next()
+        out: np.ndarray | None = None
+        while pending:
+            job, future = pending.popleft()
+            merged, data = future.result()
+            submit_next()
+            p = job.plan
+            if hf_sink is not None and merged is not None:
+                hf_sink(p.hf_name, merged)
+            if out is None:
+                out = np.empty((p.shape[0], *data.shape[1:]), dtype=data.dtype)
+            out[job.start:job.stop] = data
+            del merged, data
+            if job.last:
+                if out.nbytes != p.nbytes:  # GGUFWriter only asserts this
+                    raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
+                writer.write_tensor_data(out)
+                out = None
+                if on_tensor is not None:
+                    on_tensor(p)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         writer.close()

@@ -18,6 +18,8 @@ import numpy as np
 
 from baize_convert import ConvertError
 from baize_convert.checkpoint import Checkpoint, SafetensorsFile
+from baize_convert.rawio import to_f32
+from baize_convert.torchbin import load_state_dict, read_rows
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[\w-]+)?\.weight$")
 
@@ -117,12 +119,18 @@ class Adapter:
                     "(e.g. a 13B adapter on a 7B base)"
                 )
 
-    def merge_into(self, name: str, weight: np.ndarray) -> np.ndarray:
-        """``weight`` with this adapter's delta added (in place when possible)."""
+    def merge_into(self, name: str, weight: np.ndarray, start: int = 0) -> np.ndarray:
+        """``weight`` (rows ``start:start+len(weight)`` of the base tensor) with this adapter's
+        delta added, in place."""
         pair = self.pairs.get(name)
         if pair is None:
             return weight
-        weight += pair.delta(self.fan_in_fan_out)
+        stop = start + weight.shape[0]
+        scale = np.float32(pair.scale)
+        if self.fan_in_fan_out:  # rows of (B @ A).T are columns of B @ A
+            weight += (pair.a[:, start:stop].T @ pair.b.T) * scale
+        else:
+            weight += (pair.b[start:stop] @ pair.a) * scale
         return weight
 
 
@@ -150,22 +158,8 @@ def _read_weights(directory: Path) -> dict[str, np.ndarray]:
         handle = SafetensorsFile(st)
         return {ref.name: handle.load(ref.name) for ref in handle.refs()}
     if bin_path.exists():
-        try:
-            import torch
-        except ImportError:
-            raise ConvertError(
-                f"{bin_path}: reading pickled adapters needs torch; "
-                "install it with pip install 'baize-tui[train]'"
-            ) from None
-        try:
-            state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for corrupt files
-            raise ConvertError(
-                f"{bin_path}: corrupt or truncated adapter file ({type(exc).__name__}); re-download it"
-            ) from None
-        if not isinstance(state, dict):
-            raise ConvertError(f"{bin_path}: expected a state dict of LoRA tensors")
-        return {k: v.float().numpy() for k, v in state.items()}
+        return {name: to_f32(read_rows(bin_path, tensor), tensor.label)
+                for name, tensor in load_state_dict(bin_path).items()}
     raise ConvertError(
         f"{directory}: no adapter_model.safetensors or adapter_model.bin next to adapter_config.json"
     )

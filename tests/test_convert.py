@@ -267,3 +267,69 @@ def test_default_output_name_and_force(tiny, tmp_path, monkeypatch, capsys) -> N
     assert convert_main(args) == 2
     assert "--force" in capsys.readouterr().err and out.stat().st_mtime_ns == before
     assert convert_main(args + ["--force"]) == 0
+
+
+def test_chunked_streaming_writes_identical_files(tiny, tmp_path, monkeypatch) -> None:
+    import baize_convert.gguf_export as ge
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "chunked").mkdir()
+    whole = merge(tmp_path / "whole", tiny["llama_gqa"], [tiny["lora_gqa"]], "q8_0",
+                  hf_out=tmp_path / "whole" / "hf")
+    monkeypatch.setattr(ge, "CHUNK_ELEMENTS", 700)  # many row blocks per tensor, heads kept whole
+    assert len(ge.row_chunks((1000, 64), None)) > 1 and len(ge.row_chunks((64, 64), 4)) == 4
+    chunked = merge(tmp_path / "chunked", tiny["llama_gqa"], [tiny["lora_gqa"]], "q8_0",
+                    hf_out=tmp_path / "chunked" / "hf")
+    assert whole.read_bytes() == chunked.read_bytes()
+    for shard in (tmp_path / "whole" / "hf").glob("*.safetensors"):
+        assert shard.read_bytes() == (tmp_path / "chunked" / "hf" / shard.name).read_bytes()
+
+
+def test_row_chunks_cover_rows_and_keep_heads_whole() -> None:
+    from baize_convert.gguf_export import row_chunks
+
+    assert row_chunks((1000, 64), None, chunk_elements=640) == [(i, i + 10) for i in range(0, 1000, 10)]
+    chunks = row_chunks((64, 64), 4, chunk_elements=640)  # 10 rows wanted, heads are 16 rows
+    assert chunks == [(0, 16), (16, 32), (32, 48), (48, 64)]
+    assert row_chunks((64,), None) == [(0, 64)]
+
+
+@pytest.mark.parametrize("name", ["llama_bin", "llama_decapoda", "lora_v1"])
+def test_torch_free_reader_matches_torch_load(tiny, name) -> None:
+    import torch
+
+    from baize_convert.torchbin import load_state_dict, read_rows
+
+    files = sorted(tiny[name].glob("*.bin"))
+    assert files
+    for path in files:
+        ours = load_state_dict(path)
+        theirs = torch.load(path, weights_only=True)
+        assert set(ours) == set(theirs)
+        for key, lazy in ours.items():
+            expected = theirs[key].numpy()
+            assert lazy.shape == expected.shape
+            np.testing.assert_array_equal(read_rows(path, lazy), expected)
+            if expected.ndim == 2 and expected.shape[0] > 3:
+                np.testing.assert_array_equal(read_rows(path, lazy, 1, 3), expected[1:3])
+
+
+def test_torch_free_reader_refuses_code(tmp_path) -> None:
+    import os as os_mod
+    import zipfile
+
+    from baize_convert import ConvertError
+    from baize_convert.torchbin import load_state_dict
+
+    class Evil:
+        def __reduce__(self):
+            return (os_mod.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    import pickle
+
+    path = tmp_path / "evil.bin"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(ConvertError, match="refusing to load"):
+        load_state_dict(path)
+    assert not (tmp_path / "pwned").exists()
