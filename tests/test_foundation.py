@@ -87,3 +87,20 @@ def test_dumps_toml_is_valid_toml() -> None:
     data = {"a": {"x": 1, "y": [1.5, "two"], "z": True, "s": "tab\tand \"quote\" 你好"},
             "b": {"c": {"d": "deep"}}}
     assert tomllib.loads(dumps_toml(data)) == data
+
+
+def test_wheel_holds_every_package_and_no_bare_convert(tmp_path: Path) -> None:
+    """A non-editable install gets every subpackage, the .tcss files, and baize_convert."""
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    out = run_cli(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                  "-q", "-w", str(tmp_path), str(root))
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("baize_tui-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"baize_tui/{p.relative_to(root / 'baize_tui')}" for p in (root / "baize_tui").rglob("*.py")}
+    expected |= {f"baize_convert/{p.relative_to(root / 'convert')}" for p in (root / "convert").rglob("*.py")}
+    expected |= {f"baize_tui/{p.relative_to(root / 'baize_tui')}" for p in (root / "baize_tui").rglob("*.tcss")}
+    assert expected <= names, sorted(expected - names)
+    assert not any(n.startswith(("convert/", "tests/")) for n in names)
