@@ -21,11 +21,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import mmap
 import os
 import re
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.gguf_header import GGUFHeaderError, file_type_label, read_header
 from baize_tui.paths import get_paths
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -60,146 +59,32 @@ class PullCancelled(OperationFailed):
 # GGUF header
 # ------------------------------------------------------------------------------------------
 
-class GGUFHeaderError(ValueError):
-    """The file is not a readable GGUF; the message says why, for the model list."""
-
-
-_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                   10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-_WANTED_KEYS = ("general.architecture", "general.name", "general.type", "general.file_type",
-                "general.alignment", "tokenizer.chat_template")
-
-
-class _Cursor:
-    def __init__(self, buf: Any, size: int) -> None:
-        self.buf, self.size, self.pos = buf, size, 0
-
-    def unpack(self, fmt: str) -> Any:
-        n = struct.calcsize(fmt)
-        if self.pos + n > self.size:
-            raise GGUFHeaderError(f"truncated header (ends at byte {self.size})")
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
-        self.pos += n
-        return value
-
-    def skip(self, n: int) -> None:
-        if n < 0 or self.pos + n > self.size:
-            raise GGUFHeaderError(f"truncated header (ends at byte {self.size})")
-        self.pos += n
-
-    def string(self, keep: bool = True) -> str | None:
-        n = self.unpack("<Q")
-        if self.pos + n > self.size:
-            raise GGUFHeaderError(f"truncated header (ends at byte {self.size})")
-        raw = self.buf[self.pos:self.pos + n] if keep else None
-        self.pos += n
-        return None if raw is None else bytes(raw).decode("utf-8", errors="replace")
-
-    def value(self, vtype: int, keep: bool) -> Any:
-        if vtype in _SCALAR_FORMATS:
-            return self.unpack(_SCALAR_FORMATS[vtype])
-        if vtype == _STRING:
-            return self.string(keep)
-        if vtype == _ARRAY:
-            item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if item_type in _SCALAR_FORMATS:
-                self.skip(count * struct.calcsize(_SCALAR_FORMATS[item_type]))
-            elif item_type == _STRING:  # a vocabulary: 32k-150k strings, skipped in a tight loop
-                pos, buf, size, unpack = self.pos, self.buf, self.size, struct.unpack_from
-                for _ in range(count):
-                    if pos + 8 > size:
-                        raise GGUFHeaderError(f"truncated header (ends at byte {size})")
-                    pos += 8 + unpack("<Q", buf, pos)[0]
-                if pos > size:
-                    raise GGUFHeaderError(f"truncated header (ends at byte {size})")
-                self.pos = pos
-            else:
-                for _ in range(count):
-                    self.value(item_type, keep=False)
-            return None
-        raise GGUFHeaderError(f"corrupt header (unknown value type {vtype} at byte {self.pos})")
-
-
 def read_gguf_header(path: Path) -> dict[str, Any]:
     """Metadata of a GGUF from its header only; raises :class:`GGUFHeaderError` if broken.
 
-    Returns the wanted keys (architecture, name, type, file_type, context_length, chat
-    template), the tensor count, the parameter count and the byte where the data ends, and
-    checks that every tensor's data lies inside the file (a cut download fails here).
+    Returns the architecture, name, type, file_type, context_length and chat template, the
+    tensor count, the parameter count and the byte where the data ends (the header reader
+    checks that every tensor's data lies inside the file, so a cut download fails here).
     """
-    import gguf
-
-    size = path.stat().st_size
-    if size == 0:
-        raise GGUFHeaderError("empty file")
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise GGUFHeaderError("not a GGUF file (wrong magic bytes)")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            cur = _Cursor(mm, size)
-            cur.skip(4)
-            version = cur.unpack("<I")
-            if version == 1:
-                raise GGUFHeaderError("GGUF v1 (2023) no longer loads in llama.cpp; convert it again")
-            if version not in (2, 3):
-                raise GGUFHeaderError(f"unsupported GGUF version {version} (big-endian or corrupt)")
-            n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
-            if n_tensors > 10_000_000 or n_kv > 1_000_000:
-                raise GGUFHeaderError("corrupt header (absurd tensor or key count)")
-            meta: dict[str, Any] = {}
-            for _ in range(n_kv):
-                key = cur.string() or ""
-                vtype = cur.unpack("<I")
-                wanted = key in _WANTED_KEYS or key.endswith(".context_length")
-                value = cur.value(vtype, keep=wanted)
-                if wanted:
-                    meta[key] = value
-            n_params = 0
-            data_end = 0
-            type_counts: dict[int, int] = {}
-            for _ in range(n_tensors):
-                name = cur.string() or ""
-                n_dims = cur.unpack("<I")
-                if n_dims > 8:
-                    raise GGUFHeaderError(f"corrupt tensor info for {name!r} ({n_dims} dims)")
-                n_el = 1
-                for _d in range(n_dims):
-                    n_el *= cur.unpack("<Q")
-                ttype = cur.unpack("<I")
-                offset = cur.unpack("<Q")
-                try:
-                    block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
-                except (ValueError, KeyError):
-                    raise GGUFHeaderError(f"tensor {name!r} has unknown type {ttype}") from None
-                n_params += n_el
-                if n_dims >= 2:
-                    type_counts[ttype] = type_counts.get(ttype, 0) + 1
-                data_end = max(data_end, offset + n_el // block * type_size)
-            alignment = int(meta.get("general.alignment") or 32)
-            if alignment <= 0 or alignment & (alignment - 1):
-                raise GGUFHeaderError(f"corrupt header (alignment {alignment})")
-            data_start = -(-cur.pos // alignment) * alignment
-    end = data_start + data_end if n_tensors else cur.pos
-    if end > size:
-        raise GGUFHeaderError(
-            f"truncated: {size:,} of {end:,} bytes present ({100 * size // end}%); "
-            "delete it and download or convert it again"
-        )
-    arch = meta.get("general.architecture")
-    main_type = max(type_counts, key=lambda t: type_counts[t]) if type_counts else None
+    header = read_header(path)
+    type_counts: dict[int, int] = {}
+    for tensor in header.tensors:
+        if len(tensor.shape) >= 2:
+            type_counts[tensor.type_id] = type_counts.get(tensor.type_id, 0) + 1
+    template = header.get("tokenizer.chat_template")
     return {
-        "version": version,
-        "architecture": arch,
-        "name": meta.get("general.name"),
-        "type": meta.get("general.type") or "model",
-        "file_type": meta.get("general.file_type"),
-        "main_tensor_type": main_type,
-        "context_length": meta.get(f"{arch}.context_length") if arch else None,
-        "chat_template": meta.get("tokenizer.chat_template"),
-        "n_tensors": n_tensors,
-        "n_params": n_params,
-        "data_end": end,
+        "version": header.version,
+        "architecture": header.architecture,
+        "name": header.get("general.name"),
+        "type": header.get("general.type") or "model",
+        "file_type": header.get("general.file_type"),
+        "main_tensor_type": max(type_counts, key=type_counts.__getitem__) if type_counts else None,
+        "context_length": header.get("{arch}.context_length") if header.architecture else None,
+        "chat_template": template if isinstance(template, str) else None,
+        "n_tensors": len(header.tensors),
+        "n_params": header.n_params,
+        "data_end": max((header.data_start + t.offset + t.n_bytes for t in header.tensors),
+                        default=header.data_start),
     }
 
 
@@ -207,8 +92,6 @@ def _quant_label(header: dict[str, Any]) -> str:
     import gguf
 
     if header["file_type"] is not None:
-        from baize_convert.inspect_gguf import file_type_label
-
         return file_type_label(header["file_type"])
     if header["main_tensor_type"] is not None:
         return gguf.GGMLQuantizationType(header["main_tensor_type"]).name

@@ -1,4 +1,4 @@
-"""``baize-convert inspect``: what a GGUF file holds, read from its header (memory-mapped)."""
+"""``baize-convert inspect``: what a GGUF file holds, read from its header alone."""
 
 from __future__ import annotations
 
@@ -10,81 +10,54 @@ from typing import Any
 import gguf
 
 from baize_convert import ConvertError
+from baize_tui.gguf_header import (
+    ArrayInfo,
+    GGUFHeader,
+    GGUFHeaderError,
+    file_type_label,
+    read_header,
+    type_name,
+)
 
 
-def _field(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
-
-
-def file_type_label(value: int | None) -> str:
-    """``general.file_type`` as llama.cpp names it, e.g. 15 -> 'Q4_K_M'."""
-    if value is None:
-        return "unknown"
+def open_header(path: Path) -> GGUFHeader:
+    """Read a GGUF's header, turning every way it can be broken into one clear error."""
     try:
-        name = gguf.LlamaFileType(int(value)).name
-    except ValueError:
-        return f"unknown ({value})"
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
-def open_reader(path: Path) -> gguf.GGUFReader:
-    """Open a GGUF, turning every way it can be broken into one clear error."""
-    if not path.exists():
-        raise ConvertError(f"{path}: no such file")
-    if path.is_dir():
-        raise ConvertError(f"{path}: is a directory, expected a .gguf file")
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise ConvertError(f"{path}: not a GGUF file (wrong magic bytes)")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError, IndexError, struct errors...
-        raise ConvertError(f"{path}: corrupt or truncated GGUF ({type(exc).__name__}: {exc})") from None
-    size = path.stat().st_size
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise ConvertError(
-                f"{path}: truncated (tensor {tensor.name} ends past the end of the file, "
-                f"{size} bytes); re-download or re-convert it"
-            )
-    return reader
+        return read_header(path)
+    except GGUFHeaderError as exc:
+        raise ConvertError(f"{path}: {exc}") from None
 
 
 def inspect_gguf(path: Path) -> dict[str, Any]:
     """A summary of a GGUF: architecture, sizes, vocab, quant type, template, tensors."""
-    reader = open_reader(path)
-    arch = _field(reader, gguf.Keys.General.ARCHITECTURE) or "unknown"
-
-    def llm(key: str) -> Any:
-        return _field(reader, key.format(arch=arch))
-
-    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
-    types = Counter(t.tensor_type.name for t in reader.tensors)
-    template = _field(reader, gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    header = open_header(path)
+    keys = gguf.Keys
+    tokens = header.get(keys.Tokenizer.LIST)
+    types = Counter(type_name(t.type_id) for t in header.tensors)
+    template = header.get(keys.Tokenizer.CHAT_TEMPLATE)
     return {
         "path": str(path),
-        "architecture": arch,
-        "type": _field(reader, gguf.Keys.General.TYPE) or "model",
-        "name": _field(reader, gguf.Keys.General.NAME),
-        "file_type": file_type_label(_field(reader, gguf.Keys.General.FILE_TYPE)),
-        "context_length": llm(gguf.Keys.LLM.CONTEXT_LENGTH),
-        "embedding_length": llm(gguf.Keys.LLM.EMBEDDING_LENGTH),
-        "block_count": llm(gguf.Keys.LLM.BLOCK_COUNT),
-        "head_count": llm(gguf.Keys.Attention.HEAD_COUNT),
-        "head_count_kv": llm(gguf.Keys.Attention.HEAD_COUNT_KV),
-        "vocab_size": len(tokens.data) if tokens is not None else None,
-        "bos_token_id": _field(reader, gguf.Keys.Tokenizer.BOS_ID),
-        "eos_token_id": _field(reader, gguf.Keys.Tokenizer.EOS_ID),
-        "add_bos_token": _field(reader, gguf.Keys.Tokenizer.ADD_BOS),
-        "add_eos_token": _field(reader, gguf.Keys.Tokenizer.ADD_EOS),
-        "chat_template": template,
-        "adapter_type": _field(reader, gguf.Keys.Adapter.TYPE),
-        "lora_alpha": _field(reader, gguf.Keys.Adapter.LORA_ALPHA),
-        "tensor_count": len(reader.tensors),
+        "architecture": header.architecture or "unknown",
+        "type": header.get(keys.General.TYPE) or "model",
+        "name": header.get(keys.General.NAME),
+        "file_type": file_type_label(header.get(keys.General.FILE_TYPE)),
+        "context_length": header.get(keys.LLM.CONTEXT_LENGTH),
+        "embedding_length": header.get(keys.LLM.EMBEDDING_LENGTH),
+        "block_count": header.get(keys.LLM.BLOCK_COUNT),
+        "head_count": header.get(keys.Attention.HEAD_COUNT),
+        "head_count_kv": header.get(keys.Attention.HEAD_COUNT_KV),
+        "vocab_size": tokens.count if isinstance(tokens, ArrayInfo) else None,
+        "bos_token_id": header.get(keys.Tokenizer.BOS_ID),
+        "eos_token_id": header.get(keys.Tokenizer.EOS_ID),
+        "add_bos_token": header.get(keys.Tokenizer.ADD_BOS),
+        "add_eos_token": header.get(keys.Tokenizer.ADD_EOS),
+        "chat_template": template if isinstance(template, str) else None,
+        "adapter_type": header.get(keys.Adapter.TYPE),
+        "lora_alpha": header.get(keys.Adapter.LORA_ALPHA),
+        "tensor_count": len(header.tensors),
         "tensor_types": dict(sorted(types.items())),
-        "n_params": int(sum(int(t.n_elements) for t in reader.tensors)),
-        "file_size": path.stat().st_size,
+        "n_params": header.n_params,
+        "file_size": header.file_size,
     }
 
 

@@ -27,6 +27,7 @@ from baize_convert.gguf_export import (
 )
 from baize_convert.hf_export import HFShardWriter
 from baize_convert.hub import resolve_dir
+from baize_convert.inspect_gguf import open_header
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
 from baize_convert.vocab import load_vocab
@@ -249,11 +250,10 @@ def run_merge(request: MergeRequest, *, quiet: bool = False) -> MergeResult:
 
 def self_check(path: Path, qt: QuantType, n_tensors: int) -> None:
     """Reopen the written file: tensor count and file type must be what was asked."""
-    reader = gguf.GGUFReader(path)
-    if len(reader.tensors) != n_tensors:
-        raise ConvertFailed(f"{path}: wrote {len(reader.tensors)} tensors, expected {n_tensors}")
-    field = reader.get_field(gguf.Keys.General.FILE_TYPE)
-    if field is None or int(field.contents()) != int(qt.file_type):
+    header = open_header(path)
+    if len(header.tensors) != n_tensors:
+        raise ConvertFailed(f"{path}: wrote {len(header.tensors)} tensors, expected {n_tensors}")
+    if header.get(gguf.Keys.General.FILE_TYPE) != int(qt.file_type):
         raise ConvertFailed(f"{path}: general.file_type is not {qt.label}")
 
 
