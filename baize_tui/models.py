@@ -802,7 +802,9 @@ def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: b
     else:
         request = MergeRequest(base=str(dirs[plan.repo]), loras=[], quant=plan.quant,
                                output=plan.output, name=name, force=force)
-    result = run_merge(request, quiet=quiet)
+    result = run_merge(request, quiet=quiet,
+                       progress_cb=(lambda _stage, done, total: progress(convert_stage, done, total))
+                       if progress else None)
     if progress:
         progress(convert_stage, 1, 1)
     return result.output

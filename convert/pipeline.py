@@ -9,7 +9,7 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +179,16 @@ def open_inputs(base: str | None, loras: list[str]) -> tuple[Checkpoint, list[Ad
     return ckpt, adapters
 
 
-def run_merge(request: MergeRequest, *, quiet: bool = False) -> MergeResult:
-    """Merge, convert and (optionally) quantize; prints progress and a summary line."""
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+
+def run_merge(request: MergeRequest, *, quiet: bool = False,
+              progress_cb: ProgressCallback | None = None) -> MergeResult:
+    """Merge, convert and (optionally) quantize; prints progress and a summary line.
+
+    ``progress_cb(stage, done, total)`` (bytes of float32 input, or None when unknown) lets
+    a UI follow along; it is called from this thread after every tensor.
+    """
     started = time.monotonic()
     qt = parse_quant(request.quant)
     ckpt, adapters = open_inputs(request.base, request.loras)
@@ -202,10 +210,15 @@ def run_merge(request: MergeRequest, *, quiet: bool = False) -> MergeResult:
     progress, task, _ = _progress(total_in, len(plans), f"merging → {write_qt.label}")
     done = [0]
 
+    done_bytes = [0]
+
     def on_tensor(p) -> None:
         done[0] += 1
+        done_bytes[0] += ckpt.refs[p.hf_name].n_elements * 4
         progress.update(task, advance=ckpt.refs[p.hf_name].n_elements * 4,
                         tensors=f"{done[0]}/{len(plans)} tensors")
+        if progress_cb is not None:
+            progress_cb(f"converting to {write_qt.label}", done_bytes[0], total_in)
 
     hf_writer = None
     with contextlib.ExitStack() as stack:
@@ -228,6 +241,8 @@ def run_merge(request: MergeRequest, *, quiet: bool = False) -> MergeResult:
             raise
         if qt.via_llama:
             progress.update(task, description=f"quantizing → {qt.label} (llama.cpp)")
+            if progress_cb is not None:
+                progress_cb(f"quantizing to {qt.label}", 0, None)
             quant_tmp = stack.enter_context(temporary_output(output, "quant"))
             llama_quantize(tmp, quant_tmp, qt)
             tmp.unlink()

@@ -333,3 +333,15 @@ def test_torch_free_reader_refuses_code(tmp_path) -> None:
     with pytest.raises(ConvertError, match="refusing to load"):
         load_state_dict(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_progress_callback_reaches_the_total(tiny, tmp_path) -> None:
+    calls: list[tuple[str, int, int | None]] = []
+    run_merge(MergeRequest(base=str(tiny["llama"]), loras=[str(tiny["lora_v1"])], quant="q4",
+                           output=tmp_path / "p.gguf"), quiet=True,
+              progress_cb=lambda stage, done, total: calls.append((stage, done, total)))
+    converting = [c for c in calls if c[0].startswith("converting")]
+    assert len(converting) == 21  # one per tensor
+    dones = [done for _, done, _ in converting]
+    assert dones == sorted(dones) and dones[-1] == converting[-1][2]
+    assert calls[-1][0] == "quantizing to Q4_K_M"
