@@ -16,7 +16,7 @@ from baize_tui import __version__
 from baize_tui.errors import UserError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("history", "models", "paths", "selfchat")
+COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "selfchat")
 
 
 def build_parser() -> argparse.ArgumentParser:

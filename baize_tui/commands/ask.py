@@ -1,0 +1,222 @@
+"""``baize-tui ask``: one chat turn from the command line, streamed to stdout.
+
+The headless twin of the chat screen: the same ChatSession, prompt fitting, stop filter and
+history. ``--continue`` picks a saved conversation up where it left off; ``--show-prompt``
+prints exactly what would be sent instead of generating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from baize_tui.engines.base import Engine, SamplingParams
+from baize_tui.errors import UserError
+
+if TYPE_CHECKING:
+    from baize_tui.history import Conversation, HistoryStore
+
+LAST = "last"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``ask`` subcommand."""
+    p = subparsers.add_parser(
+        "ask",
+        help="ask one question (or continue a conversation) and stream the reply",
+        description=(
+            "Send PROMPT (or - to read it from stdin) to a model and stream the reply to "
+            "stdout. The exchange is saved to history unless --no-history."
+        ),
+    )
+    p.add_argument("prompt", metavar="PROMPT", nargs="?",
+                   help="the message; - reads it from stdin")
+    p.add_argument(
+        "-m", "--model", metavar="SPEC",
+        help="PATH.gguf (llama.cpp), openai:MODEL, or hf:BASE[+LORA] "
+        "(default: model.default in the config; with --continue, the conversation's model)",
+    )
+    p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for openai:MODEL")
+    p.add_argument("-s", "--system", metavar="TEXT",
+                   help="system prompt (default: Baize's; with --continue, the conversation's)")
+    p.add_argument("-t", "--temperature", type=float, metavar="T", help="sampling temperature (1.0)")
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling threshold (0.95)")
+    p.add_argument("--top-k", type=int, metavar="K", help="top-k sampling, 0 = off (0)")
+    p.add_argument("--min-p", type=float, metavar="P", help="min-p sampling, 0 = off (0)")
+    p.add_argument("--repeat-penalty", type=float, metavar="R", help="1.0 = off (1.0)")
+    p.add_argument("-n", "--max-tokens", type=int, metavar="N", help="reply budget in tokens (512)")
+    p.add_argument("--seed", type=int, metavar="N", help="fixed seed: the same seed repeats a reply")
+    p.add_argument("--n-ctx", type=int, metavar="N",
+                   help="context size (default: the model's, capped by model.max_ctx)")
+    p.add_argument(
+        "-c", "--continue", dest="continue_id", nargs="?", const=LAST, metavar="ID",
+        help="continue the last conversation, or conversation ID",
+    )
+    p.add_argument("--show-prompt", action="store_true",
+                   help="print the exact prompt that would be sent, and do not generate")
+    p.add_argument("--no-history", action="store_true", help="do not save this exchange")
+    p.add_argument("--stats", action="store_true",
+                   help="print token counts, time to first token and tokens/s to stderr")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show llama.cpp's and the engines' logs on stderr")
+    p.set_defaults(func=run)
+
+
+def _continue_target(args: argparse.Namespace) -> int | None:
+    """Which conversation ``--continue [ID]`` names: None (not continuing), -1 (the last), ID.
+
+    ``--continue "some prompt"`` is read as continuing the last conversation with that
+    prompt, since argparse hands the prompt to the optional ID.
+    """
+    value = args.continue_id
+    if value is None:
+        return None
+    if value == LAST:
+        return -1
+    if value.isdigit() and args.prompt is not None:
+        return int(value)
+    if args.prompt is None:  # the "ID" was really the prompt
+        args.prompt = value
+        return -1
+    raise UserError(f"--continue takes a conversation number, not {value!r}")
+
+
+def _read_prompt(arg: str | None) -> str:
+    if arg is None:
+        raise UserError("no prompt: give the message as an argument, or - to read stdin")
+    text = sys.stdin.read() if arg == "-" else arg
+    text = text.strip()
+    if not text:
+        raise UserError("empty prompt: give the message as an argument or on stdin with -")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one turn; returns the exit status."""
+    from baize_tui.config import load_config
+    from baize_tui.engines import open_engine
+    from baize_tui.paths import get_paths
+
+    if args.verbose:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root = logging.getLogger("baize_tui")
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+    continue_id = _continue_target(args)
+    text = _read_prompt(args.prompt)
+    config = load_config()
+    store = None
+    conversation = None
+    if continue_id is not None:
+        if args.no_history:
+            raise UserError("--continue reads the history; it cannot be combined with --no-history")
+        from baize_tui.history import HistoryStore
+
+        store = HistoryStore()
+        conv_id = continue_id
+        if conv_id == -1:
+            conv_id = store.last_conversation_id()
+            if conv_id is None:
+                raise UserError("no conversation to continue yet; ask without --continue first")
+        conversation = store.get_conversation(conv_id)
+
+    spec = args.model or (conversation.model if conversation else "") or config["model"]["default"]
+    if not spec:
+        raise UserError(
+            "no model given: pass --model PATH.gguf (or openai:MODEL), or set default under "
+            f"[model] in {get_paths().config_file}; make a GGUF from Baize's weights with "
+            "`baize-convert merge` (see its --help)"
+        )
+
+    base = SamplingParams.from_dict(conversation.params if conversation else None)
+    params = base.with_(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, max_new_tokens=args.max_tokens, seed=args.seed,
+    )
+
+    engine = open_engine(spec, config=config, base_url=args.base_url, n_ctx=args.n_ctx)
+    try:
+        return _turn(args, text, engine, store, conversation, params)
+    finally:
+        engine.close()
+        if store is not None:
+            store.close()
+
+
+def _turn(
+    args: argparse.Namespace,
+    text: str,
+    engine: Engine,
+    store: HistoryStore | None,
+    conversation: Conversation | None,
+    params: SamplingParams,
+) -> int:
+    from baize_tui.chat import ChatSession
+
+    if conversation is not None:
+        session = ChatSession.resume(engine, store, conversation.id, params=params,
+                                     system_prompt=args.system)
+    else:
+        session = ChatSession(engine, system_prompt=args.system, params=params)
+
+    if args.show_prompt:
+        prepared = session.prepare(text)
+        if isinstance(prepared.payload, str):
+            sys.stdout.write(prepared.payload)
+            if sys.stdout.isatty():
+                sys.stdout.write("\n")
+        else:
+            body = engine.request_body(prepared.payload, params)  # type: ignore[attr-defined]
+            print(json.dumps(body, ensure_ascii=False, indent=2))
+        if prepared.dropped_turns:
+            print(f"baize-tui: {prepared.dropped_turns} oldest turn(s) left out to fit the "
+                  f"context", file=sys.stderr)
+        return 0
+
+    if store is None and not args.no_history:
+        from baize_tui.history import HistoryStore
+
+        store = HistoryStore()
+    session.history = store
+
+    cancel = threading.Event()
+    turn = session.send(text, cancel)
+    if turn.dropped_turns:
+        print(f"baize-tui: {turn.dropped_turns} oldest turn(s) left out to fit the context",
+              file=sys.stderr)
+    out = sys.stdout
+    wrote = False
+    try:
+        for piece in turn:
+            out.write(piece)
+            out.flush()
+            wrote = True
+    except KeyboardInterrupt:
+        cancel.set()
+        turn.close()
+        raise
+    except BrokenPipeError:  # the reader went away (`| head`): stop, keep what was generated
+        cancel.set()
+        turn.close()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return 141  # what a shell reports for a command ended by SIGPIPE
+    if wrote or out.isatty():
+        out.write("\n")
+        out.flush()
+    stats = turn.stats
+    if args.stats:
+        print(f"baize-tui: {stats.summary()}", file=sys.stderr)
+    if stats.finish_reason == "length":
+        print("baize-tui: the reply was cut at the token limit (--max-tokens or the context)",
+              file=sys.stderr)
+    if session.conversation_id is not None and args.stats:
+        print(f"baize-tui: saved as conversation {session.conversation_id}", file=sys.stderr)
+    return 0
