@@ -16,7 +16,7 @@ from baize_tui import __version__
 from baize_tui.errors import UserError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "selfchat")
+COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "selfchat", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +42,36 @@ def run_app(args: argparse.Namespace) -> int:
     return run()
 
 
+def log_to_file() -> None:
+    """Send INFO and above (llama.cpp's load log included) to the log file of ``paths``.
+
+    The file is opened on the first record only, so commands that log nothing create nothing.
+    """
+    import logging
+
+    from baize_tui.paths import get_paths
+
+    root = logging.getLogger()
+    if any(getattr(h, "baize_log", False) for h in root.handlers):
+        return
+    path = get_paths().log_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.baize_log = True  # type: ignore[attr-defined]
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``baize-tui`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "func", run_app)
+    if getattr(args, "command", None) != "paths":
+        log_to_file()
     try:
         return int(handler(args) or 0)
     except UserError as exc:
