@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from baize_tui import __version__
-from baize_tui.errors import UserError
+from baize_tui.errors import run_reporting_errors
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "selfchat", "train")
@@ -72,14 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "func", run_app)
     if getattr(args, "command", None) != "paths":
         log_to_file()
-    try:
-        return int(handler(args) or 0)
-    except UserError as exc:
-        print(f"baize-tui: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("baize-tui: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("baize-tui", lambda: handler(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

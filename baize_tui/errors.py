@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad path, wrong option, missing key).
@@ -22,3 +25,17 @@ class OperationFailed(UserError):
     """Work that could not be completed (network down, disk full, corrupt file)."""
 
     exit_code = 1
+
+
+def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
+                         interrupted: str = "interrupted") -> int:
+    """Run a command's action; a :class:`UserError` becomes one ``prog: error: …`` line on
+    stderr and its exit code, Ctrl-C exit 130. Anything else is a bug and keeps its traceback."""
+    try:
+        return int(action() or 0)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from baize_tui import __version__
-from baize_tui.errors import UserError
+from baize_tui.errors import run_reporting_errors
 
 QUANT_HELP = "f32, f16 (default), bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k; aliases q4, q5, q8"
 
@@ -108,14 +108,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``baize-convert`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"baize-convert: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("baize-convert: interrupted; no output was written", file=sys.stderr)
-        return 130
+    return run_reporting_errors("baize-convert", lambda: args.func(args),
+                                interrupted="interrupted; no output was written")
 
 
 if __name__ == "__main__":  # pragma: no cover

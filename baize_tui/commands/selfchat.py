@@ -13,27 +13,8 @@ import sys
 import time
 from typing import Any
 
+from baize_tui.commands.argtypes import positive_float, positive_int
 from baize_tui.errors import OperationFailed, UserError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "quora, stackoverflow, medquad (needs datasets and the hub)")
     src.add_argument("--seed-field", metavar="FIELD",
                      help="JSON field (dotted path, e.g. questions.text.0) or CSV column")
-    src.add_argument("--limit", type=_positive_int, metavar="N", help="use at most N seeds")
+    src.add_argument("--limit", type=positive_int, metavar="N", help="use at most N seeds")
     src.add_argument("--shuffle", type=int, metavar="SEED", help="shuffle seeds with this seed")
     src.add_argument("--shard", metavar="I/N", help="keep shard I of N (0-based)")
     gen = r.add_argument_group("generation")
@@ -66,26 +47,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="OpenAI-compatible endpoint (default: config, OPENAI_BASE_URL, OpenAI)")
     gen.add_argument("--mode", choices=("v1", "v2"), default="v1",
                      help="v1: one call writes the dialogue; v2: one call per human and AI turn")
-    gen.add_argument("--max-turns", type=_positive_int, default=3, metavar="N",
+    gen.add_argument("--max-turns", type=positive_int, default=3, metavar="N",
                      help="v2: rounds per dialogue (default 3)")
     gen.add_argument("--template", metavar="FILE", help="prompt template file with {seed}")
     gen.add_argument("--temperature", type=float, help="sampling temperature (default: API's)")
-    gen.add_argument("--max-tokens", type=_positive_int, metavar="N",
+    gen.add_argument("--max-tokens", type=positive_int, metavar="N",
                      help="max tokens per call (default: API's)")
-    gen.add_argument("--min-turns", type=_positive_int, default=1, metavar="N",
+    gen.add_argument("--min-turns", type=positive_int, default=1, metavar="N",
                      help="reject dialogues with fewer complete turns (default 1)")
     lim = r.add_argument_group("limits")
-    lim.add_argument("--concurrency", type=_positive_int, default=8, metavar="N",
+    lim.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                      help="requests in flight (default 8)")
-    lim.add_argument("--rpm", type=_positive_float, help="requests per minute cap")
-    lim.add_argument("--tpm", type=_positive_float, help="tokens per minute cap")
+    lim.add_argument("--rpm", type=positive_float, help="requests per minute cap")
+    lim.add_argument("--tpm", type=positive_float, help="tokens per minute cap")
     lim.add_argument("--max-retries", type=int, default=8, metavar="N",
                      help="retries per call on 429/5xx/timeouts (default 8)")
-    lim.add_argument("--timeout", type=_positive_float, default=120.0, metavar="S",
+    lim.add_argument("--timeout", type=positive_float, default=120.0, metavar="S",
                      help="seconds per request (default 120)")
-    lim.add_argument("--max-tokens-total", type=_positive_int, metavar="N",
+    lim.add_argument("--max-tokens-total", type=positive_int, metavar="N",
                      help="stop cleanly once the run used this many tokens")
-    lim.add_argument("--max-cost", type=_positive_float, metavar="USD",
+    lim.add_argument("--max-cost", type=positive_float, metavar="USD",
                      help="stop cleanly at this spend (prices from [selfchat.prices])")
     misc = r.add_argument_group("run")
     misc.add_argument("--retry-rejected", action="store_true",

@@ -13,6 +13,12 @@ import sys
 import time
 from typing import Any
 
+from baize_tui.commands.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from baize_tui.errors import UserError
 
 # Flag -> TrainConfig field, for flags that map one to one.
@@ -27,41 +33,6 @@ _FLAG_FIELDS = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _positive_int(text) if text != "0" else 0
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
 def _add_data_options(p: argparse.ArgumentParser, *, required_base: bool = False) -> None:
     p.add_argument("--base", metavar="BASE", required=required_base,
                    help="base model: a LLaMA checkpoint directory in Hugging Face format")
@@ -72,7 +43,7 @@ def _add_data_options(p: argparse.ArgumentParser, *, required_base: bool = False
     p.add_argument("--preset", metavar="NAME",
                    help="starting settings: baize (default), baize-exact, baize-7b-a100, "
                         "baize-13b-a100, a100-bf16, qlora-4bit")
-    p.add_argument("--cutoff-len", type=_positive_int, metavar="N",
+    p.add_argument("--cutoff-len", type=positive_int, metavar="N",
                    help="tokens per example (default 512)")
     p.add_argument("--loss", choices=("ai", "all"),
                    help="ai: train the AI turns and their closing [|Human|] (default); "
@@ -98,25 +69,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_data_options(r)
     r.add_argument("--out", required=True, metavar="DIR", help="run directory")
     h = r.add_argument_group("hyperparameters (defaults: Baize v1)")
-    h.add_argument("--max-steps", type=_positive_int, metavar="N",
+    h.add_argument("--max-steps", type=positive_int, metavar="N",
                    help="stop after N optimizer steps (default: whole epochs)")
-    h.add_argument("--epochs", type=_positive_float, metavar="X", help="epochs (default 1)")
-    h.add_argument("--batch-size", type=_positive_int, metavar="N",
+    h.add_argument("--epochs", type=positive_float, metavar="X", help="epochs (default 1)")
+    h.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="global batch (default 64; reached by gradient accumulation)")
-    h.add_argument("--micro-batch-size", type=_positive_int, metavar="N",
+    h.add_argument("--micro-batch-size", type=positive_int, metavar="N",
                    help="examples per forward pass per GPU (default 8)")
-    h.add_argument("--lr", type=_positive_float, metavar="X", help="learning rate (default 2e-4)")
+    h.add_argument("--lr", type=positive_float, metavar="X", help="learning rate (default 2e-4)")
     h.add_argument("--scheduler", choices=("linear", "cosine", "constant_with_warmup"),
                    help="learning-rate schedule (default linear)")
-    h.add_argument("--warmup-steps", type=_non_negative_float, metavar="N",
+    h.add_argument("--warmup-steps", type=non_negative_float, metavar="N",
                    help="warmup steps, or a fraction of all steps when below 1 (default 100)")
-    h.add_argument("--val-size", type=_non_negative_float, metavar="N",
+    h.add_argument("--val-size", type=non_negative_float, metavar="N",
                    help="held-out dialogues, or a fraction when below 1 "
                         "(default min(2000, 5%%); 0: no evaluation)")
     h.add_argument("--seed", type=int, metavar="N", help="data order and init seed (default 42)")
-    h.add_argument("--lora-r", type=_positive_int, metavar="N", help="LoRA rank (default 8)")
-    h.add_argument("--lora-alpha", type=_positive_int, metavar="N", help="LoRA alpha (default 16)")
-    h.add_argument("--lora-dropout", type=_non_negative_float, metavar="X",
+    h.add_argument("--lora-r", type=positive_int, metavar="N", help="LoRA rank (default 8)")
+    h.add_argument("--lora-alpha", type=positive_int, metavar="N", help="LoRA alpha (default 16)")
+    h.add_argument("--lora-dropout", type=non_negative_float, metavar="X",
                    help="LoRA dropout (default 0.05)")
     h.add_argument("--target-modules", metavar="LIST",
                    help="all-linear, or comma-separated names (default: q,k,v,down,gate,up_proj)")
@@ -127,13 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="quantize the base with bitsandbytes (CUDA only; 4bit = QLoRA)")
     hw.add_argument("--no-gradient-checkpointing", action="store_true",
                     help="faster, but needs more memory")
-    hw.add_argument("--num-gpus", type=_non_negative_int, metavar="N",
+    hw.add_argument("--num-gpus", type=non_negative_int, metavar="N",
                     help="GPUs to use (default: all visible; >1 goes through accelerate launch)")
     ck = r.add_argument_group("checkpoints")
-    ck.add_argument("--eval-steps", type=_positive_int, metavar="N", help="evaluate every N steps (200)")
-    ck.add_argument("--save-steps", type=_positive_int, metavar="N",
+    ck.add_argument("--eval-steps", type=positive_int, metavar="N", help="evaluate every N steps (200)")
+    ck.add_argument("--save-steps", type=positive_int, metavar="N",
                     help="checkpoint every N steps (200)")
-    ck.add_argument("--save-total-limit", type=_positive_int, metavar="N",
+    ck.add_argument("--save-total-limit", type=positive_int, metavar="N",
                     help="checkpoints kept (3)")
     r.add_argument("--force", action="store_true", help="replace an earlier run in --out")
     r.add_argument("--wait", action="store_true",
@@ -150,9 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "exit; after --timeout, SIGTERM and then SIGKILL its process "
                                     "group.")
     st.add_argument("dir", metavar="DIR")
-    st.add_argument("--timeout", type=_positive_float, default=600.0, metavar="S",
+    st.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
                     help="seconds to wait for the checkpoint before killing (default 600)")
-    st.add_argument("--at-step", type=_positive_int, metavar="N",
+    st.add_argument("--at-step", type=positive_int, metavar="N",
                     help="stop after step N instead of the next one")
     st.add_argument("--kill", action="store_true",
                     help="do not wait for a checkpoint: SIGTERM now (SIGKILL 15 s later)")
@@ -175,7 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pv.add_argument("--tokenizer", metavar="DIR", help="tokenizer to use (default: --base)")
     pv.add_argument("--index", type=int, default=0, metavar="N",
                     help="which dialogue (0-based, across the files in order; default 0)")
-    pv.add_argument("--count", type=_positive_int, default=1, metavar="N",
+    pv.add_argument("--count", type=positive_int, default=1, metavar="N",
                     help="how many dialogues from --index (default 1)")
     pv.add_argument("--plain", action="store_true",
                     help="mark trained text with ⟦ ⟧ instead of colours")

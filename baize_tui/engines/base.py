@@ -92,6 +92,17 @@ class TurnStats:
     seed: int | None = None
     error: str | None = None
 
+    @classmethod
+    def seeded(cls, params: SamplingParams) -> TurnStats:
+        """Stats for a local engine's turn: the params' seed, or a fresh random one.
+
+        llama-cpp-python (and a fixed transformers seed) would otherwise repeat one reply
+        for every unseeded turn; the seed used is reported so a reply can be reproduced.
+        """
+        import random
+
+        return cls(seed=params.seed if params.seed is not None else random.randrange(2**31))
+
     def summary(self) -> str:
         """One line for humans: ``12 tokens, 0.05 s to first token, 85.0 tokens/s (stop)``."""
         parts = [f"{self.prompt_tokens} prompt + {self.completion_tokens} reply tokens"]

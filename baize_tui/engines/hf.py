@@ -99,9 +99,7 @@ class HFEngine:
     ) -> Generation:
         if not isinstance(prompt, str):
             raise TypeError("the hf engine takes a rendered prompt string")
-        import random
-
-        stats = TurnStats(seed=params.seed if params.seed is not None else random.randrange(2**31))
+        stats = TurnStats.seeded(params)
         return Generation(self._pieces(prompt, params, cancel or threading.Event(), stop, stats),
                           stats)
 

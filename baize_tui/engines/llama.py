@@ -28,7 +28,6 @@ import ctypes
 import io
 import logging
 import os
-import random
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -304,7 +303,7 @@ class LlamaEngine:
     ) -> Generation:
         if not isinstance(prompt, str):
             raise TypeError("the llama.cpp engine takes a rendered prompt string")
-        stats = TurnStats(seed=params.seed if params.seed is not None else random.randrange(2**31))
+        stats = TurnStats.seeded(params)
         return Generation(self._pieces(prompt, params, cancel or threading.Event(), stop, stats),
                           stats)
 
