@@ -665,12 +665,13 @@ def _weight_files(files: list[HubFile]) -> list[HubFile]:
     """The files baize-convert needs: safetensors when present, else the .bin shards."""
     from fnmatch import fnmatch
 
-    from baize_convert.pipeline import ADAPTER_PATTERNS, BASE_PATTERNS
+    from baize_convert.hub import BIN_WEIGHTS, MODEL_META, SAFETENSORS_WEIGHTS
+    from baize_convert.pipeline import ADAPTER_PATTERNS
 
     names = [f.path for f in files]
     has_st = any(n.endswith(".safetensors") for n in names)
-    patterns = [p for p in BASE_PATTERNS + ADAPTER_PATTERNS
-                if not (has_st and p.startswith("pytorch_model"))]
+    weights = SAFETENSORS_WEIGHTS if has_st else BIN_WEIGHTS
+    patterns = MODEL_META + weights + ADAPTER_PATTERNS
     if any(n.endswith("adapter_model.safetensors") for n in names):
         patterns.remove("adapter_model.bin")
     return [f for f in files if "/" not in f.path and any(fnmatch(f.path, p) for p in patterns)]

@@ -123,32 +123,54 @@ def open_tensor_file(path: Path) -> SafetensorsFile | TorchBinFile:
     raise ConvertError(f"{path}: unknown weights format (expected .safetensors or .bin)")
 
 
+def _indexed_files(directory: Path, index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError) as exc:
+        raise ConvertError(f"{index}: not a valid shard index ({exc})") from None
+    files = sorted(set(weight_map.values()))
+    missing = [f for f in files if not (directory / f).exists()]
+    if missing:
+        raise ConvertError(
+            f"{directory}: shard(s) {', '.join(missing)} listed in {index.name} are "
+            "missing; download the complete checkpoint"
+        )
+    return [directory / f for f in files]
+
+
 def _weight_files(directory: Path) -> list[Path]:
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = directory / index_name
-        if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as exc:
-                raise ConvertError(f"{index}: not a valid shard index ({exc})") from None
-            files = sorted(set(weight_map.values()))
-            missing = [f for f in files if not (directory / f).exists()]
-            if missing:
-                raise ConvertError(
-                    f"{directory}: shard(s) {', '.join(missing)} listed in {index_name} are "
-                    "missing; download the complete checkpoint"
-                )
-            return [directory / f for f in files]
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / single).exists():
-            return [directory / single]
+    """The weight files to read: safetensors when present (repos often carry both formats),
+    else pickled ``.bin`` shards."""
+    if (directory / "model.safetensors.index.json").exists():
+        return _indexed_files(directory, directory / "model.safetensors.index.json")
+    if (directory / "model.safetensors").exists():
+        return [directory / "model.safetensors"]
     found = sorted(directory.glob("*.safetensors"))
     if found:
         return found
+    if (directory / "pytorch_model.bin.index.json").exists():
+        return _indexed_files(directory, directory / "pytorch_model.bin.index.json")
+    if (directory / "pytorch_model.bin").exists():
+        return [directory / "pytorch_model.bin"]
     raise ConvertError(
         f"{directory}: no model weights found (expected model.safetensors, "
         "pytorch_model.bin or a sharded index)"
     )
+
+
+def _check_hparams(config: dict[str, Any], path: Path) -> None:
+    """The LLaMA fields the converter needs, present and consistent."""
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if not isinstance(config.get(key), int) or config[key] <= 0:
+            raise ConvertError(f"{path}: field {key!r} is missing or not a positive integer")
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    if not isinstance(kv_heads, int) or kv_heads <= 0 or heads % kv_heads:
+        raise ConvertError(f"{path}: num_key_value_heads={kv_heads} does not divide "
+                           f"num_attention_heads={heads}")
+    if not config.get("head_dim") and config["hidden_size"] % heads:
+        raise ConvertError(f"{path}: hidden_size={config['hidden_size']} is not a multiple of "
+                           f"num_attention_heads={heads}")
 
 
 @dataclass
@@ -162,8 +184,11 @@ class Checkpoint:
     _files: dict[Path, SafetensorsFile | TorchBinFile] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, directory: Path) -> Checkpoint:
-        """Read ``config.json``, check it is LLaMA, and index every tensor."""
+    def open(cls, directory: Path, *, weights: bool = True) -> Checkpoint:
+        """Read ``config.json``, check it is LLaMA, and index every tensor.
+
+        ``weights=False`` reads the config only (enough for shapes and head counts).
+        """
         config_path = directory / "config.json"
         if not config_path.exists():
             raise ConvertError(f"{directory}: no config.json; is this a Hugging Face model directory?")
@@ -179,7 +204,10 @@ class Checkpoint:
                 f"{config_path}: architecture {archs or config.get('model_type')} is not LLaMA; "
                 "baize-convert handles LlamaForCausalLM checkpoints only"
             )
+        _check_hparams(config, config_path)
         ckpt = cls(directory, config)
+        if not weights:
+            return ckpt
         for path in _weight_files(directory):
             handle = open_tensor_file(path)
             ckpt._files[path] = handle
@@ -198,6 +226,26 @@ class Checkpoint:
         """Rows ``start:stop`` of one tensor (all rows by default) as a new float32 array."""
         ref = self.refs[name]
         return self._files[ref.file].load(name, start, stop)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape: from the weights when read, else what the config implies."""
+        if self.refs:
+            return {name: ref.shape for name, ref in self.refs.items()}
+        h, ffn = self.hidden_size, int(self.config["intermediate_size"])
+        head_dim = int(self.config.get("head_dim") or h // self.n_head)
+        vocab = int(self.config.get("vocab_size") or 32000)
+        shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, h),
+                                              "model.norm.weight": (h,), "lm_head.weight": (vocab, h)}
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            shapes |= {p + "self_attn.q_proj.weight": (self.n_head * head_dim, h),
+                       p + "self_attn.k_proj.weight": (self.n_head_kv * head_dim, h),
+                       p + "self_attn.v_proj.weight": (self.n_head_kv * head_dim, h),
+                       p + "self_attn.o_proj.weight": (h, self.n_head * head_dim),
+                       p + "mlp.gate_proj.weight": (ffn, h), p + "mlp.up_proj.weight": (ffn, h),
+                       p + "mlp.down_proj.weight": (h, ffn),
+                       p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)}
+        return shapes
 
     # ---- hyperparameters, with LLaMA's defaults -------------------------------------------
     @property

@@ -105,9 +105,26 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) into the same
+    clean interrupt as Ctrl-C, so temporary files are removed on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``baize-convert`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _interrupt_on_termination()
     return run_reporting_errors("baize-convert", lambda: args.func(args),
                                 interrupted="interrupted; no output was written")
 

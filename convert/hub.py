@@ -26,6 +26,26 @@ def resolve_dir(spec: str, *, what: str, allow_patterns: list[str] | None = None
     return _download(spec, what=what, allow_patterns=allow_patterns)
 
 
+# Everything a LLaMA checkpoint needs but its weights.
+MODEL_META = ["config.json", "generation_config.json", "tokenizer.model", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
+SAFETENSORS_WEIGHTS = ["*.safetensors", "model.safetensors.index.json"]
+BIN_WEIGHTS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+
+
+def resolve_model_dir(spec: str, *, what: str, weights: bool = True) -> Path:
+    """A HF model directory: local, or downloaded with safetensors weights where the repo has
+    them and pickled ``.bin`` shards only where it has not (repos often hold both, which would
+    double a 13 GB download). ``weights=False`` fetches the config and tokenizer only."""
+    path = Path(spec).expanduser()
+    if path.exists() or not weights:
+        return resolve_dir(spec, what=what, allow_patterns=MODEL_META)
+    directory = resolve_dir(spec, what=what, allow_patterns=MODEL_META + SAFETENSORS_WEIGHTS)
+    if not any(directory.glob("*.safetensors")):
+        directory = resolve_dir(spec, what=what, allow_patterns=MODEL_META + BIN_WEIGHTS)
+    return directory
+
+
 def _download(repo: str, *, what: str, allow_patterns: list[str] | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (

@@ -37,10 +37,9 @@ class LoraPair:
         """The LoRA rank of this pair."""
         return int(self.a.shape[0])
 
-    def delta(self, fan_in_fan_out: bool = False) -> np.ndarray:
+    def delta(self) -> np.ndarray:
         """``scale · B @ A`` in the base weight's layout."""
-        d = (self.b @ self.a) * np.float32(self.scale)
-        return d.T if fan_in_fan_out else d
+        return (self.b @ self.a) * np.float32(self.scale)
 
 
 @dataclass
@@ -65,11 +64,6 @@ class Adapter:
     def use_rslora(self) -> bool:
         """Whether scaling is alpha/√r (rank-stabilised LoRA)."""
         return bool(self.config.get("use_rslora"))
-
-    @property
-    def fan_in_fan_out(self) -> bool:
-        """Whether the base stores weights transposed (Conv1D-style)."""
-        return bool(self.config.get("fan_in_fan_out"))
 
     @property
     def base_model(self) -> str | None:
@@ -103,19 +97,19 @@ class Adapter:
 
     def check_against(self, ckpt: Checkpoint) -> None:
         """Fail, naming the tensor, when the adapter does not fit this base checkpoint."""
+        shapes = ckpt.shapes()
         for name, pair in self.pairs.items():
-            ref = ckpt.refs.get(name)
-            if ref is None:
+            shape = shapes.get(name)
+            if shape is None:
                 raise ConvertError(
                     f"{self.directory}: adapter targets {name}, which the base model "
                     f"{ckpt.directory} does not have; is this adapter for another architecture?"
                 )
-            out_dim, in_dim = ref.shape if not self.fan_in_fan_out else ref.shape[::-1]
-            if pair.b.shape[0] != out_dim or pair.a.shape[1] != in_dim:
+            if (pair.b.shape[0], pair.a.shape[1]) != tuple(shape):
                 raise ConvertError(
                     f"{self.directory}: adapter for {name} gives B@A of shape "
                     f"({pair.b.shape[0]}, {pair.a.shape[1]}) but the base tensor is "
-                    f"{tuple(ref.shape)}: the adapter was trained on a different base model "
+                    f"{tuple(shape)}: the adapter was trained on a different base model "
                     "(e.g. a 13B adapter on a 7B base)"
                 )
 
@@ -126,15 +120,13 @@ class Adapter:
         if pair is None:
             return weight
         stop = start + weight.shape[0]
-        scale = np.float32(pair.scale)
-        if self.fan_in_fan_out:  # rows of (B @ A).T are columns of B @ A
-            weight += (pair.a[:, start:stop].T @ pair.b.T) * scale
-        else:
-            weight += (pair.b[start:stop] @ pair.a) * scale
+        weight += (pair.b[start:stop] @ pair.a) * np.float32(pair.scale)
         return weight
 
 
 def _validate_config(config: dict[str, Any], path: Path) -> None:
+    # fan_in_fan_out needs no handling: it describes GPT-2-style Conv1D weights, and for
+    # LLaMA's nn.Linear projections peft warns and merges as if it were false, as we do.
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise ConvertError(f"{path}: peft_type is {config.get('peft_type')!r}; only LORA adapters merge")
     for key in ("r", "lora_alpha"):
@@ -166,8 +158,9 @@ def _read_weights(directory: Path) -> dict[str, np.ndarray]:
 
 
 def _pattern_value(patterns: dict[str, Any] | None, module: str, default: float) -> float:
+    """peft's rule: the first key that matches the end of the module path, as a regex."""
     for key, value in (patterns or {}).items():
-        if module == key or module.endswith("." + key) or re.fullmatch(key, module):
+        if re.match(rf"(.*\.)?({key})$", module):
             return float(value)
     return default
 

@@ -4,7 +4,9 @@ heavy work, check disk space, stream into a temporary file, self-check, rename i
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import resource
 import shutil
 import sys
@@ -26,16 +28,13 @@ from baize_convert.gguf_export import (
     write_gguf,
 )
 from baize_convert.hf_export import HFShardWriter
-from baize_convert.hub import resolve_dir
+from baize_convert.hub import resolve_dir, resolve_model_dir
 from baize_convert.inspect_gguf import open_header
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
 from baize_convert.vocab import load_vocab
 from baize_tui.catalog import base_for_adapter
 
-BASE_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
-                 "pytorch_model.bin.index.json", "tokenizer.model", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
 ADAPTER_PATTERNS = ["adapter_config.json", "adapter_model.bin", "adapter_model.safetensors"]
 DISK_MARGIN = 64 * 1024**2
 
@@ -119,6 +118,48 @@ def check_output(path: Path, force: bool) -> None:
         raise ConvertError(f"{path} is a directory; give a file name ending in .gguf")
 
 
+# What --hf-out writes; a directory holding anything else is not replaced even with --force.
+_HF_OUT_FILES = re.compile(r"^(config\.json|generation_config\.json|model[-\w.]*\.safetensors"
+                           r"|model\.safetensors\.index\.json|tokenizer[\w.]*|special_tokens_map\.json"
+                           r"|added_tokens\.json)$")
+
+
+def check_hf_out(path: Path | None, output: Path, force: bool) -> Path | None:
+    """Validate ``--hf-out`` before any work: never a file, never the GGUF's directory, and
+    with ``--force`` only a directory that holds nothing but a model is replaced."""
+    if path is None:
+        return None
+    path = path.expanduser().absolute()
+    if output == path or output.is_relative_to(path):
+        raise ConvertError(f"--hf-out {path} would contain the GGUF {output}; use a separate directory")
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise ConvertError(f"{path.parent}: directory for --hf-out does not exist")
+        return path
+    if not path.is_dir():
+        raise ConvertError(f"--hf-out {path} exists and is not a directory")
+    if not force:
+        raise ConvertError(f"{path} exists; pass --force to overwrite it")
+    strangers = sorted(p.name for p in path.iterdir() if not _HF_OUT_FILES.match(p.name))
+    if strangers:
+        raise ConvertError(
+            f"--hf-out {path} holds files that are not part of a model ({', '.join(strangers[:3])}); "
+            "refusing to replace it, choose a new directory"
+        )
+    return path
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` into place as ``target``, replacing an old one only once ``new`` is there."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.{os.getpid()}.old"
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def check_disk(directory: Path, needed: int, what: str) -> None:
     """Fail before starting when ``directory`` has less free space than ``needed``."""
     free = shutil.disk_usage(directory).free
@@ -129,9 +170,37 @@ def check_disk(directory: Path, needed: int, what: str) -> None:
         )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path, tag: str) -> None:
+    """Delete ``.NAME.PID.TAG`` files/dirs beside ``final`` whose process no longer runs."""
+    if not final.parent.is_dir():
+        return
+    prefix = f".{final.name}."
+    for path in final.parent.glob(f"{glob.escape(prefix)}*.{tag}"):
+        pid = path.name[len(prefix):-len(tag) - 1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def temporary_output(final: Path, tag: str = "partial") -> Iterator[Path]:
-    """A temp path beside ``final`` that is removed unless the caller renamed it."""
+    """A temp path beside ``final`` that is removed unless the caller renamed it.
+
+    Leftovers of earlier runs that were killed (their process is gone) are removed first.
+    """
+    remove_stale_partials(final, tag)
     tmp = final.parent / f".{final.name}.{os.getpid()}.{tag}"
     try:
         yield tmp
@@ -173,7 +242,7 @@ def open_inputs(base: str | None, loras: list[str]) -> tuple[Checkpoint, list[Ad
     adapters = [Adapter.open(resolve_dir(spec, what="LoRA adapter", allow_patterns=ADAPTER_PATTERNS))
                 for spec in loras]
     base_spec = resolve_base_spec(base, loras, adapters)
-    ckpt = Checkpoint.open(resolve_dir(base_spec, what="base model", allow_patterns=BASE_PATTERNS))
+    ckpt = Checkpoint.open(resolve_model_dir(base_spec, what="base model"))
     for adapter in adapters:
         adapter.check_against(ckpt)
     return ckpt, adapters
@@ -191,12 +260,20 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
     """
     started = time.monotonic()
     qt = parse_quant(request.quant)
+    if not request.loras and not request.base:
+        raise ConvertError("nothing to convert: give --base (and optionally --lora)")
+    base_hint = request.base or ""
+    output = (request.output or default_output(request, qt, base_hint)).expanduser().absolute()
+    check_output(output, request.force)  # before any download
+    hf_out = check_hf_out(request.hf_out, output, request.force)
     ckpt, adapters = open_inputs(request.base, request.loras)
+    if hf_out is not None:
+        for source in [ckpt.directory, *(a.directory for a in adapters)]:
+            source = source.resolve()
+            if hf_out.resolve() == source or source.is_relative_to(hf_out.resolve()) \
+                    or hf_out.resolve().is_relative_to(source):
+                raise ConvertError(f"--hf-out {hf_out} overlaps the input {source}; choose a new directory")
     base_spec = request.base or str(ckpt.directory)
-    output = (request.output or default_output(request, qt, base_spec)).expanduser().absolute()
-    check_output(output, request.force)
-    if request.hf_out is not None and request.hf_out.exists() and not request.force:
-        raise ConvertError(f"{request.hf_out} exists; pass --force to overwrite it")
     vocab = load_vocab(ckpt.directory, ckpt.vocab_rows)
     template = _chat_template()
     write_qt = parse_quant("f16") if qt.via_llama else qt
@@ -224,11 +301,10 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(temporary_output(output))
         hf_tmp = None
-        if request.hf_out is not None:
-            hf_dir = request.hf_out.expanduser().absolute()
-            hf_tmp = stack.enter_context(temporary_output(hf_dir, "partial-dir"))
+        if hf_out is not None:
+            hf_tmp = stack.enter_context(temporary_output(hf_out, "partial-dir"))
             hf_writer = HFShardWriter(hf_tmp, ckpt, [p.hf_name for p in plans])
-            check_disk(hf_dir.parent, hf_writer.total + needed, "--hf-out and the GGUF")
+            check_disk(hf_out.parent, hf_writer.total + needed, "--hf-out and the GGUF")
         if not quiet:
             stack.enter_context(progress)
         try:
@@ -248,14 +324,12 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
             tmp.unlink()
             quant_tmp.rename(tmp)
         self_check(tmp, qt, len(plans))
-        if hf_writer and hf_tmp is not None:
-            hf_writer.finish(vocab.bos_id, vocab.eos_id)
-            if request.hf_out.exists():
-                shutil.rmtree(request.hf_out)
-            hf_tmp.rename(request.hf_out)
         os.replace(tmp, output)
+        if hf_writer and hf_tmp is not None and hf_out is not None:
+            hf_writer.finish(vocab.bos_id, vocab.eos_id)
+            replace_dir(hf_tmp, hf_out)
     result = MergeResult(output, qt, output.stat().st_size, time.monotonic() - started,
-                         peak_rss_bytes(), request.hf_out)
+                         peak_rss_bytes(), hf_out)
     if not quiet:
         extra = f"; HF shards in {result.hf_out}" if result.hf_out else ""
         print(f"wrote {result.output} ({qt.label}, {human_bytes(result.size)}) in "
@@ -274,20 +348,21 @@ def self_check(path: Path, qt: QuantType, n_tensors: int) -> None:
 
 def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype: str = "f32",
                     force: bool = False, quiet: bool = False) -> Path:
-    """Write one adapter as a GGUF LoRA adapter for ``Llama(lora_path=...)``."""
+    """Write one adapter as a GGUF LoRA adapter for ``Llama(lora_path=...)``.
+
+    Only the base's config is needed (shapes and head counts), so a hub base is not
+    downloaded whole.
+    """
+    output = (output or Path.cwd() / f"{_spec_name(lora)}-LoRA-{outtype.upper()}.gguf").absolute()
+    check_output(output, force)
     adapter_dir = resolve_dir(lora, what="LoRA adapter", allow_patterns=ADAPTER_PATTERNS)
     adapter = Adapter.open(adapter_dir)
-    if adapter.fan_in_fan_out:
-        raise ConvertError(f"{adapter_dir}: fan_in_fan_out adapters cannot be GGUF adapters")
     if adapter.config.get("rank_pattern") or adapter.config.get("alpha_pattern"):
         raise ConvertError(f"{adapter_dir}: rank_pattern/alpha_pattern adapters cannot be GGUF adapters")
     base_spec = resolve_base_spec(base, [lora], [adapter])
-    base_dir = resolve_dir(base_spec, what="base model", allow_patterns=["config.json", "*.json",
-                                                                          "tokenizer.model"] + BASE_PATTERNS)
-    ckpt = Checkpoint.open(base_dir)
+    ckpt = Checkpoint.open(resolve_model_dir(base_spec, what="base model", weights=False),
+                           weights=False)
     adapter.check_against(ckpt)
-    output = (output or Path.cwd() / f"{_spec_name(lora)}-LoRA-{outtype.upper()}.gguf").absolute()
-    check_output(output, force)
     dtype = np.float16 if outtype == "f16" else np.float32
     alpha = adapter.alpha * np.sqrt(adapter.r) if adapter.use_rslora else adapter.alpha
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, ckpt.n_layers)

@@ -8,9 +8,11 @@ temporary F16 GGUF, exactly as ``llama-quantize`` would.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
-import threading
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,29 +87,45 @@ def tensor_nbytes(shape: tuple[int, ...], qtype: T) -> int:
 
 
 def llama_quantize(src: Path, dst: Path, qt: QuantType, threads: int | None = None) -> None:
-    """Quantize an F16 GGUF into ``dst`` with llama.cpp (blocking; runs the C call in a thread
-    so Ctrl-C still reaches Python between checks)."""
-    try:
-        import llama_cpp
-    except ImportError:
+    """Quantize an F16 GGUF into ``dst`` with llama.cpp's quantizer.
+
+    It runs in a child process: the C call cannot be interrupted, and a child can be killed
+    on Ctrl-C so nothing keeps writing after the temporary files are removed.
+    """
+    if importlib.util.find_spec("llama_cpp") is None:
         raise ConvertError(
             f"{qt.label} needs llama.cpp's quantizer (pip install llama-cpp-python); "
             "q8_0 and q4_0 work without it"
-        ) from None
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # keep llama.cpp's per-tensor log quiet
+        )
+    cmd = [sys.executable, "-m", "baize_convert.quantize", str(src), str(dst),
+           str(int(qt.file_type)), str(threads or os.cpu_count() or 0)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        raise ConvertFailed(f"llama.cpp could not quantize {src} to {qt.label}: {tail}")
+
+
+def _quantize_main(argv: list[str]) -> int:
+    """Child process entry: ``python -m baize_convert.quantize SRC DST FTYPE THREADS``."""
+    import llama_cpp
+
+    src, dst, ftype, threads = argv
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # one log line per tensor otherwise
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(qt.file_type)
-    params.nthread = threads or os.cpu_count() or 0
-    result: list[int] = []
+    params.ftype = int(ftype)
+    params.nthread = int(threads)
+    code = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    if code != 0:
+        print(f"llama_model_quantize returned {code}")
+    return 0 if code == 0 else 1
 
-    def work() -> None:
-        result.append(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                                     ctypes.byref(params)))
 
-    thread = threading.Thread(target=work, name="llama-quantize", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)
-    if not result or result[0] != 0:
-        raise ConvertFailed(f"llama.cpp could not quantize {src} to {qt.label} (code {result})")
+if __name__ == "__main__":
+    sys.exit(_quantize_main(sys.argv[1:]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baize_convert import ConvertError
+from baize_convert import ConvertError, ConvertFailed
 from baize_convert.hub import resolve_dir
 from baize_convert.inspect_gguf import inspect_gguf
 
@@ -131,6 +131,13 @@ def sample_prompt() -> str:
                   "Thanks! 你好 🙂 Why does 2 + 2 = 4?")
 
 
+def _load_llama(llama_cls, path: Path, **kwargs):
+    try:
+        return llama_cls(str(path), **kwargs)
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+        raise ConvertFailed(f"{path}: llama.cpp cannot load it ({exc})") from None
+
+
 def verify_gguf(model_path: Path, hf: str, loras: list[str] | None = None,
                 max_tokens: int = 256, lora_gguf: Path | None = None) -> VerifyReport:
     """Compare tokens and logits of ``model_path`` with the HF checkpoint (+ adapters)."""
@@ -139,12 +146,17 @@ def verify_gguf(model_path: Path, hf: str, loras: list[str] | None = None,
     from llama_cpp import Llama
 
     info = inspect_gguf(model_path)
+    if info["type"] != "model" or info["architecture"] != "llama":
+        raise ConvertError(
+            f"{model_path}: a {info['architecture']} {info['type']} GGUF; verify checks LLaMA "
+            "models (pass a GGUF adapter's base model instead)"
+        )
     hf_dir = resolve_dir(hf, what="HF model")
     lora_dirs = [resolve_dir(spec, what="LoRA adapter") for spec in loras or []]
     report = VerifyReport(str(model_path), info["file_type"],
                           bounds=BOUNDS.get(info["file_type"], DEFAULT_BOUNDS))
 
-    vocab_only = Llama(str(model_path), vocab_only=True, verbose=False)
+    vocab_only = _load_llama(Llama, model_path, vocab_only=True, verbose=False)
     for name, encode in reference_tokenizers(hf_dir).items():
         for s in PARITY_STRINGS:
             ours = vocab_only.tokenize(s.encode(), add_bos=True, special=False)
@@ -156,8 +168,8 @@ def verify_gguf(model_path: Path, hf: str, loras: list[str] | None = None,
     del vocab_only
 
     n_ctx = min(int(info["context_length"] or 512), 2048)
-    llm = Llama(str(model_path), logits_all=True, n_ctx=n_ctx, verbose=False,
-                lora_path=str(lora_gguf) if lora_gguf else None)
+    llm = _load_llama(Llama, model_path, logits_all=True, n_ctx=n_ctx, verbose=False,
+                      lora_path=str(lora_gguf) if lora_gguf else None)
     tokens = llm.tokenize(sample_prompt().encode(), add_bos=True, special=False)
     tokens = tokens[: min(max_tokens, n_ctx)]
     llm.eval(tokens)
