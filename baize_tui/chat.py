@@ -41,6 +41,7 @@ class PreparedPrompt:
     prompt_tokens: int
     kept_turns: list[Turn] = field(default_factory=list)
     dropped_turns: int = 0
+    first_kept: int = 0  # index of the oldest past turn in the prompt
 
 
 class ChatTurn(Iterator[str]):
@@ -114,6 +115,15 @@ class ChatSession:
         #: while a reply streams, its text so far is saved at most this often (seconds), so
         #: a crash or kill mid-reply keeps it (marked incomplete); ``None`` saves only at the end
         self.partial_save_s: float | None = 1.0
+        #: the oldest turn the last prompt kept: earlier ones stay out, so the prompt's start
+        #: (and the engine's KV cache) survives from turn to turn once the context is full
+        self.first_kept = 0
+        #: when turns must be dropped, free this fraction of the context beyond what is needed
+        self.drop_headroom = 0.25
+        # Without history, what regenerate re-asks: the last message sent, and whether its
+        # reply made it into ``turns`` (an empty reply does not).
+        self._last_sent: str | None = None
+        self._last_appended = False
         self._lock = threading.Lock()
 
     @classmethod
@@ -173,6 +183,7 @@ class ChatSession:
             fitted = fit(
                 self.system, self.turns, text, n_ctx=n_ctx,
                 max_new_tokens=params.max_new_tokens, count_tokens=self.engine.count_tokens,
+                min_start=self.first_kept, headroom=self.drop_headroom,
             )
         else:  # unknown context (remote API): send everything, let the server decide
             prompt = render(self.system, self.turns, text)
@@ -181,7 +192,7 @@ class ChatSession:
         if self.engine.takes_messages:
             payload = to_messages(self.system, fitted.kept_turns, text)
         return PreparedPrompt(payload, fitted.prompt, fitted.prompt_tokens, fitted.kept_turns,
-                              fitted.dropped_turns)
+                              fitted.dropped_turns, fitted.first_kept)
 
     def _ensure_conversation(self) -> None:
         if self.history is not None and self.conversation_id is None:
@@ -204,6 +215,7 @@ class ChatSession:
         params = params or self.params
         cancel = cancel or threading.Event()
         prepared = self.prepare(text, params)
+        self.first_kept = prepared.first_kept
         turn = ChatTurn(iter(()), prepared)
         if self.history is not None:
             self._ensure_conversation()
@@ -212,6 +224,7 @@ class ChatSession:
                 self.conversation_id, parent_id=self.leaf_id, role="user", text=text
             )
             self.leaf_id = turn.user_message_id
+        self._last_sent, self._last_appended = text, False
         turn._pieces = self._run(turn, text, params, cancel)
         return turn
 
@@ -302,14 +315,20 @@ class ChatSession:
             else:
                 user = leaf
             user_id, text = user.id, user.text
+        elif self.history is None and self._last_sent is not None:
+            text = self._last_sent
+            if self._last_appended and self.turns:
+                self.turns.pop()
         elif self.history is None and self.turns:
             text = self.turns.pop().user
         else:
             raise UserError("nothing to regenerate: send a message first")
         prepared = self.prepare(text, params)
+        self.first_kept = prepared.first_kept
         turn = ChatTurn(iter(()), prepared)
         turn.user_message_id = user_id
         self.leaf_id = user_id
+        self._last_sent, self._last_appended = text, False
         turn._pieces = self._run(turn, text, params, cancel)
         return turn
 
@@ -317,6 +336,7 @@ class ChatSession:
         stats = turn.stats
         if turn.text:
             self.turns.append(Turn(user_text, turn.text))
+            self._last_appended = True
         if self.history is not None and turn.reply_message_id is not None:
             self.history.update_message(
                 turn.reply_message_id,

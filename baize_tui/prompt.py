@@ -95,6 +95,11 @@ class Fitted:
     kept_turns: list[Turn] = field(default_factory=list)
     dropped_turns: int = 0
 
+    @property
+    def first_kept(self) -> int:
+        """Index (in the past turns given to :func:`fit`) of the oldest turn kept."""
+        return self.dropped_turns
+
 
 def fit(
     system: str | None,
@@ -104,6 +109,8 @@ def fit(
     n_ctx: int,
     max_new_tokens: int,
     count_tokens: Callable[[str], int],
+    min_start: int = 0,
+    headroom: float = 0.0,
 ) -> Fitted:
     """Keep the system prompt and as many whole past turns, newest first, as fit.
 
@@ -112,8 +119,15 @@ def fit(
     prompt or the new message. ``count_tokens(prompt)`` counts a whole rendered prompt
     (including BOS). Raises :class:`ContextOverflow` with the numbers when not even the
     system prompt and the new message fit.
+
+    For a chat that keeps a KV cache, two options keep the prompt's start stable so the
+    cache stays useful once the context is full: ``min_start`` never brings back turns an
+    earlier fit dropped (pass the previous :attr:`Fitted.first_kept`), and when turns must
+    be dropped, ``headroom`` (a fraction of the room past turns may take) is freed beyond
+    what this turn needs, so the next turns fit without dropping again.
     """
     turns = [Turn(*t) for t in past_turns]
+    start = min(max(min_start, 0), len(turns))
     budget = n_ctx - max_new_tokens
     tried: dict[int, tuple[str, int]] = {}
 
@@ -123,22 +137,30 @@ def fit(
             tried[keep] = (text, count_tokens(text))
         return tried[keep]
 
-    if attempt(len(turns))[1] <= budget:
-        keep = len(turns)
+    def most_that_fit(limit: int, target: float) -> int:
+        # More kept turns never means fewer tokens: binary search the most that fit.
+        lo, hi = 0, limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if attempt(mid)[1] <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    available = len(turns) - start
+    if attempt(available)[1] <= budget:
+        keep = available
     elif attempt(0)[1] > budget:
         used = attempt(0)[1]
         raise ContextOverflow(used + max_new_tokens, n_ctx, prompt_tokens=used,
                               reserved=max_new_tokens)
     else:
-        # More kept turns never means fewer tokens: binary search the most that fit.
-        lo, hi = 0, len(turns) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if attempt(mid)[1] <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        keep = lo
+        # Free ``headroom`` of the room the turns may take, so the next turns fit as well.
+        room = budget - attempt(0)[1]
+        keep = most_that_fit(available - 1, budget - headroom * room)
+        if keep == 0 and headroom and attempt(1)[1] <= budget:
+            keep = 1  # headroom never costs the newest turn, the one a reply most depends on
     prompt, used = attempt(keep)
     return Fitted(prompt, used, turns[len(turns) - keep:] if keep else [], len(turns) - keep)
 

@@ -109,3 +109,61 @@ def test_regenerate_adds_a_sibling_reply(engine: LlamaEngine) -> None:
         assert [m.id for m in thread] == [first.user_message_id, again.reply_message_id]
         # The prompt now holds the new reply only.
         assert [t.assistant for t in session.turns] == [again.text]
+
+
+def test_full_context_keeps_reusing_the_kv_cache(engine: LlamaEngine) -> None:
+    """Once old turns must go, they go in a batch and stay out, so the prompt's start (and
+    llama.cpp's cache) survives most turns instead of being re-encoded every turn."""
+    session = ChatSession(engine, system_prompt="You are Baize, a helpful assistant.",
+                          params=SamplingParams(max_new_tokens=8, seed=1))
+    full_reencodes, drops_seen, turns_after_first_drop = 0, 0, 0
+    previous_first = 0
+    for i in range(24):
+        turn = session.send(f"Question number {i}: tell me about item {i} and why it matters.")
+        turn.run()
+        if turn.dropped_turns:
+            turns_after_first_drop += 1
+            drops_seen += session.first_kept != previous_first
+            full_reencodes += turn.stats.evaluated_tokens > turn.stats.prompt_tokens / 2
+        previous_first = session.first_kept
+        assert turn.stats.prompt_tokens + 8 <= engine.n_ctx
+    assert turns_after_first_drop >= 8, "the conversation never filled the context"
+    # A re-encode only where the window moved; without the batching every turn re-encodes.
+    assert full_reencodes <= drops_seen < turns_after_first_drop / 2
+
+
+def test_fit_min_start_and_headroom() -> None:
+    from baize_tui.prompt import fit
+
+    turns = [(f"q{i} " * 10, f"a{i} " * 10) for i in range(10)]
+
+    def count(text: str) -> int:
+        return len(text.split())
+
+    base = count(fit(None, [], "new", n_ctx=10_000, max_new_tokens=0, count_tokens=count).prompt)
+    plain = fit(None, turns, "new", n_ctx=350, max_new_tokens=100, count_tokens=count)
+    assert plain.dropped_turns > 0 and plain.prompt_tokens <= 250
+    roomy = fit(None, turns, "new", n_ctx=350, max_new_tokens=100, count_tokens=count,
+                headroom=0.25)
+    assert roomy.dropped_turns > plain.dropped_turns
+    assert roomy.prompt_tokens <= 250 - 0.25 * (250 - base)
+    later = fit(None, turns + [("x", "y")], "new", n_ctx=350, max_new_tokens=100,
+                count_tokens=count, min_start=roomy.first_kept, headroom=0.25)
+    assert later.first_kept == roomy.first_kept  # fits again: the window did not move
+    assert later.prompt.startswith(roomy.prompt.rsplit("\n[|Human|]new", 1)[0])
+
+
+def test_regenerate_without_history_after_an_empty_reply_keeps_earlier_turns(
+        engine: LlamaEngine) -> None:
+    session = ChatSession(engine, params=SamplingParams(max_new_tokens=6, seed=2))
+    session.send("First question").run()
+    assert len(session.turns) == 1
+    cancelled = threading.Event()
+    cancelled.set()  # stopped before the first token: an empty reply
+    empty = session.send("Second question", cancelled)
+    empty.run()
+    assert empty.text == "" and len(session.turns) == 1
+    again = session.regenerate(params=SamplingParams(max_new_tokens=6, seed=2))
+    again.run()
+    assert session.turns[0].user == "First question"  # the good first answer stays
+    assert again.prepared.prompt.endswith("[|Human|]Second question\n[|AI|]")
