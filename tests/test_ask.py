@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def test_ask_openai_endpoint(baize_home: Path) -> None:
         shown = ask("-m", "openai:test-model", "--base-url", server.base_url, "--show-prompt", "x")
         assert shown.returncode == 0 and '"role": "system"' in shown.stdout
         assert len(server.requests) == 1  # --show-prompt sent nothing
+        sent = server.requests[0].body
+        assert json.loads(shown.stdout)["stop"] == sent["stop"]  # what is shown is what is sent
 
 
 @pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX only")

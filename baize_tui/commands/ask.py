@@ -173,7 +173,10 @@ def _turn(
             if sys.stdout.isatty():
                 sys.stdout.write("\n")
         else:
-            body = engine.request_body(prepared.payload, params)  # type: ignore[attr-defined]
+            from baize_tui.prompt import STOP_STRINGS
+
+            # exactly what ChatSession sends, stop strings included
+            body = engine.request_body(prepared.payload, params, STOP_STRINGS)  # type: ignore[attr-defined]
             print(json.dumps(body, ensure_ascii=False, indent=2))
         if prepared.dropped_turns:
             print(f"baize-tui: {prepared.dropped_turns} oldest turn(s) left out to fit the "
