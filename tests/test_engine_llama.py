@@ -250,3 +250,17 @@ def test_gguf_chat_template_renders_the_baize_prompt(engine: LlamaEngine) -> Non
     formatted = Jinja2ChatFormatter(template=template, eos_token="</s>", bos_token="<s>")(
         messages=to_messages(None, turns, "Thanks"))
     assert formatted.prompt == render(None, turns, "Thanks")
+
+
+def test_a_dropped_engine_frees_its_model_without_a_gc_cycle(tiny_gguf: Path) -> None:
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        engine = LlamaEngine(tiny_gguf)
+        model = weakref.ref(engine.llama)
+        del engine
+        assert model() is None  # freed by reference counting alone
+    finally:
+        gc.enable()

@@ -29,6 +29,7 @@ import io
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -263,11 +264,16 @@ class LlamaEngine:
             ) from exc
         llm.verbose = False  # no per-call prints or timing resets from here on
         self._llm = llm
-        self._llm_eval = llm.eval
+        # Weak references only: the engine holds the model, and the model holds this patched
+        # eval, so a strong reference to either would keep a dropped model until a GC cycle.
+        class_eval = type(llm).eval
+        llm_ref, engine_ref = weakref.ref(llm), weakref.ref(self)
 
         def counting_eval(tokens: Sequence[int]) -> None:
-            self._llm_eval(tokens)
-            self.evaluated_total += len(tokens)
+            class_eval(llm_ref(), tokens)
+            engine = engine_ref()
+            if engine is not None:
+                engine.evaluated_total += len(tokens)
 
         llm.eval = counting_eval  # type: ignore[method-assign]
         log.info("loaded %s: n_ctx=%d threads=%d", self.path, self._n_ctx, self.n_threads)
