@@ -1,52 +1,321 @@
-"""The baize-tui Textual application.
+"""The baize-tui Textual application: modes, the model, themes, keys and the command palette.
 
-For now it shows the start screen: which model is configured and how to get one. The
-chat screen (history, streaming Markdown) is built on top of this app.
+Modes: ``chat`` (the default), ``selfchat``, ``train`` and ``models``; F5-F8 or the command
+palette switch between them. The model is loaded in a thread worker (the UI keeps drawing,
+the status line spins) and shared by every chat; a chat whose settings name another model or
+context size reloads it. Keys are :class:`~textual.binding.Binding`\\ s with ids, so
+``[ui.keymap]`` in config.toml can remap any of them; the theme choice is saved to
+``ui.theme``.
 """
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
+import asyncio
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Markdown
+from textual.reactive import reactive
+from textual.screen import Screen
 
-from baize_tui.config import load_config
+from baize_tui.config import load_config, set_value
+from baize_tui.engines.base import Engine
+from baize_tui.errors import UserError
+from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
+from baize_tui.ui.chat_screen import ChatScreen
+from baize_tui.ui.screens import (
+    FirstRunScreen,
+    HelpScreen,
+    ModelsScreen,
+    SelfChatScreen,
+    TrainScreen,
+)
 
-WELCOME = """\
-# Baize
+log = logging.getLogger("baize_tui.ui")
 
-Chat with Baize on your own machine, offline.
+EngineFactory = Callable[[str, dict[str, Any], "int | None"], Engine]
 
-**Configured model:** {model}
 
-To get a model:
+def open_engine_factory(spec: str, config: dict[str, Any], n_ctx: int | None) -> Engine:
+    """The default way to load a model: :func:`baize_tui.engines.open_engine`."""
+    from baize_tui.engines import open_engine
 
-* convert one: `baize-convert merge --lora project-baize/baize-lora-7B --quantize q4`
-* or point baize-tui at a GGUF file: set `model.default` in `{config}`
+    return open_engine(spec, config=config, n_ctx=n_ctx)
 
-Press **q** to quit.
-"""
+
+def _mode_screen(module: str, name: str, placeholder: type[Screen[Any]]) -> Callable[[], Screen[Any]]:
+    """A mode's screen factory: ``baize_tui.ui.<module>.<name>``, imported when the mode is
+    first opened (start-up never pays for it), or ``placeholder`` while that module does not
+    exist yet. A module that exists but fails to import raises, as it should."""
+
+    def make() -> Screen[Any]:
+        try:
+            found = importlib.import_module(f"baize_tui.ui.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"baize_tui.ui.{module}":
+                raise
+            return placeholder()
+        return getattr(found, name)()
+
+    return make
+
+
+def model_label(spec: str) -> str:
+    """A short name for a model spec, for the status line."""
+    if not spec:
+        return "no model"
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("openai", "hf"):
+        return spec
+    return Path(spec).name
 
 
 class BaizeApp(App[None]):
-    """The terminal app."""
+    """The terminal app: chat with a local Baize model, with history.
+
+    ``model`` overrides ``model.default``; ``history`` and ``engine_factory`` let tests and
+    benchmarks supply their own store and engine loader; ``start_conversation`` opens a
+    saved conversation at start-up.
+    """
 
     TITLE = "baize-tui"
-    BINDINGS = [Binding("q", "quit", "Quit")]
+    CSS_PATH = str(Path(__file__).with_name("baize.tcss"))
+    MODES = {
+        "chat": ChatScreen,
+        "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen", SelfChatScreen),
+        "train": _mode_screen("train_screen", "TrainScreen", TrainScreen),
+        "models": _mode_screen("models_screen", "ModelsScreen", ModelsScreen),
+    }
+    DEFAULT_MODE = "chat"
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="app.help"),
+        Binding("f5", "switch_mode('chat')", "Chat", show=False, priority=True,
+                id="app.mode_chat"),
+        Binding("f6", "switch_mode('selfchat')", "Self-chat", show=False, priority=True,
+                id="app.mode_selfchat"),
+        Binding("f7", "switch_mode('train')", "Training", show=False, priority=True,
+                id="app.mode_train"),
+        Binding("f8", "switch_mode('models')", "Models", show=False, priority=True,
+                id="app.mode_models"),
+    ]
 
-    def compose(self) -> ComposeResult:
-        """Header, the welcome text and the key footer."""
-        paths = get_paths()
-        model = load_config()["model"]["default"] or "none yet"
-        yield Header()
-        with VerticalScroll():
-            yield Markdown(WELCOME.format(model=model, config=paths.config_file), id="welcome")
-        yield Footer()
+    model_state: reactive[str] = reactive("none", init=False)
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        config: dict[str, Any] | None = None,
+        history: HistoryStore | None = None,
+        engine_factory: EngineFactory | None = None,
+        start_conversation: int | None = None,
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        super().__init__()
+        self.history = history if history is not None else HistoryStore()
+        self._own_history = history is None
+        self.engine_factory: EngineFactory = engine_factory or open_engine_factory
+        self.model_spec: str = model or str(self.config.get("model", {}).get("default") or "")
+        self.model_error = ""
+        self.engine: Engine | None = None
+        self._engine_key: tuple[str, int | None] | None = None
+        self._loading_key: tuple[str, int | None] | None = None
+        self.start_conversation = start_conversation
+        self._persist_theme = False
+        #: generations running in threads: (cancel event, future of the thread)
+        self.running_turns: set[tuple[threading.Event, asyncio.Future[None]]] = set()
+
+    # ------------------------------------------------------------------ start / stop
+
+    def on_mount(self) -> None:
+        ui = self.config.get("ui", {})
+        theme = ui.get("theme")
+        if theme and theme in self.available_themes:
+            self.theme = theme
+        keymap = ui.get("keymap") or {}
+        if isinstance(keymap, dict) and keymap:
+            self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+        self._persist_theme = True
+        if not self.model_spec:
+            self.push_screen(FirstRunScreen(get_paths().config_file), self._first_run_done)
+
+    def watch_theme(self, theme: str) -> None:
+        if self._persist_theme and self.config.get("ui", {}).get("theme") != theme:
+            try:
+                self.config = set_value("ui.theme", theme)
+            except (OSError, UserError) as exc:
+                log.warning("could not save the theme: %s", exc)
+
+    async def _first_run_done(self, spec: str | None) -> None:
+        if spec:
+            self.config = load_config()
+            self.model_spec = spec
+            screen = self.get_screen_for_mode("chat")
+            if isinstance(screen, ChatScreen) and screen.settings is not None:
+                from dataclasses import replace
+
+                screen.settings = replace(screen.settings, model=spec)
+            self.ensure_model(spec, None)
+
+    def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
+        """The base screen of a mode, if it has been created."""
+        stack = self._screen_stacks.get(mode)
+        return stack[0] if stack else None
+
+    async def on_unmount(self) -> None:
+        # A reply still being generated is stopped and saved (as cancelled) before the
+        # engine and the history close under it.
+        running = list(self.running_turns)
+        for cancel, _ in running:
+            cancel.set()
+        if running:
+            await asyncio.wait([future for _, future in running], timeout=10)
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception:  # closing must never mask the real exit
+                log.exception("closing the engine failed")
+        if self._own_history:
+            self.history.close()
+
+    # ------------------------------------------------------------------ the model
+
+    @property
+    def model_label(self) -> str:
+        """The loaded (or loading) model's short name."""
+        return model_label(self.model_spec)
+
+    def ensure_model(self, spec: str, n_ctx: int | None) -> None:
+        """Load ``spec`` (with context ``n_ctx``) unless it is already loaded or loading."""
+        if not spec:
+            return
+        key = (spec, n_ctx)
+        if key == self._engine_key and self.engine is not None:
+            return
+        if key == self._loading_key:
+            return
+        self.model_spec = spec
+        self.model_error = ""
+        self._loading_key = key
+        self.model_state = "loading"
+        self._load(spec, n_ctx)
+
+    def _load(self, spec: str, n_ctx: int | None) -> None:
+        self.run_worker(lambda: self._load_thread(spec, n_ctx), thread=True,
+                        group="engine", exit_on_error=False)
+
+    def _load_thread(self, spec: str, n_ctx: int | None) -> None:
+        try:
+            engine = self.engine_factory(spec, self.config, n_ctx)
+        except Exception as exc:
+            if isinstance(exc, UserError):
+                message = str(exc)
+            else:
+                log.exception("loading %s failed", spec)
+                message = f"{type(exc).__name__}: {exc}"
+            try:
+                self.call_from_thread(self._model_failed, (spec, n_ctx), message)
+            except RuntimeError:
+                pass
+            return
+        try:
+            self.call_from_thread(self._model_loaded, (spec, n_ctx), engine)
+        except RuntimeError:  # the app closed meanwhile
+            engine.close()
+
+    def _model_loaded(self, key: tuple[str, int | None], engine: Engine) -> None:
+        if key != self._loading_key:  # superseded by another load
+            engine.close()
+            return
+        old, self.engine = self.engine, engine
+        self._engine_key, self._loading_key = key, None
+        if old is not None:
+            old.close()
+        self.model_state = "ready"
+        self.refresh(repaint=True)
+
+    def _model_failed(self, key: tuple[str, int | None], message: str) -> None:
+        if key != self._loading_key:
+            return
+        self._loading_key = None
+        self.model_error = message
+        self.model_state = "error"
+        self.notify(message, title="Model not loaded", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ actions
+
+    def copy_text(self, text: str, what: str = "text") -> None:
+        """Copy to the clipboard (OSC 52) and say so; a failure is a notification."""
+        try:
+            self.copy_to_clipboard(text)
+        except Exception as exc:
+            self.notify(f"Could not copy: {exc}", severity="error")
+            return
+        lines = text.count("\n") + 1
+        self.notify(f"Copied {what} ({lines} line{'s' if lines != 1 else ''}) to the clipboard.",
+                    timeout=2)
+
+    def key_rows(self) -> list[tuple[str, str, str]]:
+        """(keys, description, binding id) of every documented key, keymap applied."""
+        from baize_tui.ui.screens import SettingsScreen
+        from baize_tui.ui.sidebar import Sidebar
+        from baize_tui.ui.widgets import MessageView
+
+        rows: list[tuple[str, str, str]] = [
+            ("enter", "Send the message", "-"),
+            ("shift+enter, ctrl+j", "New line in the message", "-"),
+            ("up", "In an empty prompt box: bring back the last message", "-"),
+            ("ctrl+p", "Command palette (every action, themes, modes)", "-"),
+            ("ctrl+q", "Quit", "-"),
+        ]
+        keymap = self._keymap
+        sources: list[tuple[str, Iterable[Any]]] = [
+            ("", self.BINDINGS),
+            ("", ChatScreen.BINDINGS),
+            ("Message: ", MessageView.BINDINGS),
+            ("Chat list: ", Sidebar.BINDINGS),
+            ("Settings: ", SettingsScreen.BINDINGS),
+        ]
+        for prefix, bindings in sources:
+            for binding in bindings:
+                if not isinstance(binding, Binding) or binding.id is None:
+                    continue
+                keys = keymap.get(binding.id, binding.key)
+                rows.append((keys, prefix + (binding.description or binding.action), binding.id))
+        return rows
+
+    def action_help(self) -> None:
+        """Show every key."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_rows()))
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help: keys", "Every key and its id for [ui.keymap]", self.action_help)
+        for mode, title in (("chat", "Chat"), ("selfchat", "Self-chat"),
+                            ("train", "Training"), ("models", "Models")):
+            yield SystemCommand(f"Go to {title}", f"Switch to the {title.lower()} screen",
+                                lambda mode=mode: self.switch_mode(mode))
+        if isinstance(screen, ChatScreen):
+            for title, help_text, callback in screen.palette_commands():
+                yield SystemCommand(title, help_text, callback)
 
 
 def run() -> int:
-    """Run the app until the user quits; returns the exit status."""
-    BaizeApp().run()
-    return 0
+    """Run the app until the user quits; returns the exit status.
+
+    (``baize-tui`` has already sent logging to the log file; nothing is printed over the UI.)
+    """
+    app = BaizeApp()
+    app.run()
+    return int(app.return_code or 0)

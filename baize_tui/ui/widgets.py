@@ -1,0 +1,465 @@
+"""Widgets of the chat screen: messages, the streaming reply, the prompt box, the status bar.
+
+Model output is only ever shown through :class:`~textual.widgets.Markdown` (which never reads
+Rich markup) or as plain :class:`~rich.text.Text`; if Markdown fails on some text, the message
+falls back to plain text instead of taking the app down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Markdown, Static, TextArea
+from textual.widgets.markdown import MarkdownBlock, MarkdownStream
+
+log = logging.getLogger("baize_tui.ui")
+
+#: How often a streaming reply is redrawn: pieces arriving in between are joined into one
+#: write. The last pieces are always written at once when the reply ends.
+STREAM_FPS = 10.0
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced and indented code blocks of a Markdown text, as (language, code) pairs."""
+    from markdown_it import MarkdownIt
+
+    blocks = []
+    for token in MarkdownIt("gfm-like").parse(text):
+        if token.type in ("fence", "code_block"):
+            blocks.append(((token.info or "").strip().split(" ")[0], token.content))
+    return blocks
+
+
+@dataclass
+class MessageInfo:
+    """What a message view shows besides its text (all optional)."""
+
+    message_id: int | None = None
+    branch: tuple[int, int] | None = None  # (position from 1, count) when there are siblings
+    finish_reason: str | None = None
+    interrupted: bool = False
+    completion_tokens: int | None = None
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+
+
+class ReplyBody(Vertical):
+    """The text of a reply: one or more Markdown *segments*, rendered as one document.
+
+    While a reply streams, only the last segment (the live tail) changes; when it has grown
+    past :data:`SEGMENT_CHARS`, its finished top-level blocks are frozen where they are and
+    the block still being written moves into a new segment. A frozen segment's height is
+    pinned while the reply streams, so Textual never lays it out again (an auto-height
+    container is re-arranged whenever its parent's height changes) and the cost of a frame
+    does not grow with the length of the reply. The split happens only between top-level
+    blocks (which Markdown never merges again), and the gap between segments is made equal
+    to the collapsed margin inside one document, so the screen is the same as a one-shot
+    render of the whole text. Pins are dropped when the reply ends or the width changes.
+    """
+
+    streaming = False
+
+    def __init__(self, *children: Widget, classes: str | None = None) -> None:
+        super().__init__(*children, classes=classes)
+        self._pinned: list[Widget] = []
+
+    def pin(self, segment: Widget) -> None:
+        """Fix a frozen segment's height at what it is now (while streaming).
+
+        (Only an inline style changes, never a class: a class change would restyle every
+        block of the segment.)
+        """
+        if self.streaming and segment.is_mounted and segment.outer_size.height:
+            segment.styles.height = segment.outer_size.height
+            self._pinned.append(segment)
+
+    def unpin_all(self) -> None:
+        """Let every segment size itself again."""
+        pinned, self._pinned = self._pinned, []
+        for segment in pinned:
+            segment.styles.height = "auto"
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._pinned:
+            frozen = list(self._pinned)
+            self.unpin_all()
+            if self.streaming:
+                self.call_after_refresh(lambda: [self.pin(s) for s in frozen])
+
+
+#: A streaming segment is split once it holds this many characters.
+SEGMENT_CHARS = 1200
+
+
+def _top_level_starts(text: str) -> list[int]:
+    """Line numbers where the top-level blocks of ``text`` start."""
+    from markdown_it import MarkdownIt
+
+    return [t.map[0] for t in MarkdownIt("gfm-like").parse(text)
+            if t.level == 0 and t.map is not None and t.nesting >= 0]
+
+
+class MessageView(Vertical, can_focus=True):
+    """One message of the transcript: a header line and the text.
+
+    User messages are plain text; replies are Markdown. A reply being generated is fed
+    through :meth:`start_stream` / :meth:`feed` / :meth:`finish_stream`. Focus a message
+    (click or Tab) to copy it (``c``), copy its last code block (``k``) or browse its
+    branches (``←``/``→``).
+    """
+
+    BINDINGS = [
+        Binding("left", "branch(-1)", "Previous branch", id="message.branch_prev"),
+        Binding("right", "branch(1)", "Next branch", id="message.branch_next"),
+        Binding("c", "copy", "Copy message", id="message.copy"),
+        Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
+    ]
+
+    class BranchRequested(Message):
+        """Asks the screen to show a sibling branch of this message."""
+
+        def __init__(self, view: MessageView, step: int) -> None:
+            super().__init__()
+            self.view = view
+            self.step = step
+
+    class CopyRequested(Message):
+        """Asks the screen to copy this message (``code=True``: its last code block)."""
+
+        def __init__(self, view: MessageView, code: bool) -> None:
+            super().__init__()
+            self.view = view
+            self.code = code
+
+    def __init__(self, role: str, text: str = "", info: MessageInfo | None = None) -> None:
+        super().__init__(classes=f"message {role}")
+        self.role = role
+        self.text = text
+        self.info = info or MessageInfo()
+        self.streaming = False
+        self._stream: MarkdownStream | None = None
+        self._live: Markdown | None = None
+        self._live_text = ""
+        self._split_at = SEGMENT_CHARS
+        self._pending: list[str] = []
+        self._last_write = 0.0
+        self._plain = False
+        self._spin = 0
+
+    # ---- composition
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._header(), classes="message-header", markup=False)
+        if self.role == "user":
+            yield Static(Text(self.text), classes="message-body user-body")
+        else:
+            with ReplyBody(classes="message-body reply-body"):
+                yield Markdown(self.text, classes="segment")
+
+    @property
+    def body(self) -> Widget:
+        """The widget holding the text (a :class:`ReplyBody` for replies)."""
+        return self.query_one(".message-body")
+
+    @property
+    def segments(self) -> list[Markdown]:
+        """The Markdown segments of a reply, in order."""
+        return list(self.query(".segment").results(Markdown))
+
+    def _header(self) -> Text:
+        who = "You" if self.role == "user" else "Baize"
+        header = Text(who, style="bold")
+        info = self.info
+        if info.branch and info.branch[1] > 1:
+            header.append(f"  ‹ {info.branch[0]}/{info.branch[1]} ›", style="bold")
+        notes: list[str] = []
+        if self.streaming:
+            notes.append(f"{_SPINNER[self._spin % len(_SPINNER)]} generating")
+        elif info.finish_reason == "cancelled":
+            notes.append("stopped")
+        elif info.finish_reason == "length":
+            notes.append("cut at the length limit")
+        elif info.finish_reason == "error":
+            notes.append("failed")
+        elif info.interrupted:
+            notes.append("incomplete")
+        if self.role == "assistant" and not self.streaming:
+            if info.completion_tokens:
+                notes.append(f"{info.completion_tokens} tokens")
+            if info.tokens_per_s:
+                notes.append(f"{info.tokens_per_s:.1f} tok/s")
+        if notes:
+            header.append("  " + " · ".join(notes), style="dim")
+        return header
+
+    def refresh_header(self) -> None:
+        """Redraw the header after :attr:`info` changed (one line: no layout needed)."""
+        try:
+            self.query_one(".message-header", Static).update(self._header(), layout=False)
+        except Exception:  # not mounted yet
+            pass
+
+    def set_info(self, info: MessageInfo) -> None:
+        """Replace the header facts and redraw."""
+        self.info = info
+        self.refresh_header()
+
+    # ---- text
+
+    async def set_text(self, text: str) -> None:
+        """Show a whole new text in one go (not for streaming)."""
+        self.text = text
+        if self.role == "user" or self._plain:
+            self.body.update(Text(text))  # type: ignore[attr-defined]
+            return
+        body = self.body
+        try:
+            segment = Markdown(classes="segment")
+            with self.app.batch_update():
+                await body.remove_children()
+                await body.mount(segment)
+            await segment.update(text)
+        except Exception:
+            log.exception("Markdown failed; showing plain text")
+            await self._fall_back_to_plain()
+
+    async def _fall_back_to_plain(self) -> None:
+        """Show the reply as plain text (after a Markdown rendering error)."""
+        self._plain = True
+        self._stream = None
+        body = self.body
+        await body.remove_children()
+        await body.mount(Static(Text(self.text), classes="plain-body"))
+
+    def start_stream(self) -> None:
+        """Begin streaming a reply into this (empty) view; call from the event loop."""
+        self.streaming = True
+        segments = self.segments
+        self._live = segments[-1] if segments else None
+        self._live_text = ""
+        self._split_at = SEGMENT_CHARS
+        if self._live is not None:
+            self._stream = Markdown.get_stream(self._live)
+        body = self.body
+        if isinstance(body, ReplyBody):
+            body.streaming = True
+        self._last_write = time.monotonic()
+        self.refresh_header()
+
+    def spin(self) -> None:
+        """Advance the 'generating' spinner in the header."""
+        if self.streaming:
+            self._spin += 1
+            self.refresh_header()
+
+    def next_write_in(self) -> float | None:
+        """Seconds until pending text is due to be written, or None when nothing is pending."""
+        if not self._pending:
+            return None
+        return max(0.0, self._last_write + 1.0 / STREAM_FPS - time.monotonic())
+
+    async def feed(self, piece: str) -> None:
+        """Add streamed text; it is drawn at most :data:`STREAM_FPS` times a second."""
+        self.text += piece
+        self._pending.append(piece)
+        if time.monotonic() - self._last_write >= 1.0 / STREAM_FPS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write whatever streamed text is pending, now."""
+        if not self._pending:
+            return
+        chunk = "".join(self._pending)
+        self._pending.clear()
+        self._last_write = time.monotonic()
+        if self._plain:
+            self.body.query_one(Static).update(Text(self.text))
+            return
+        if self._stream is None:
+            return
+        self._live_text += chunk
+        await self._stream.write(chunk)
+        if len(self._live_text) >= self._split_at:
+            # (One long block, e.g. a big code fence, cannot be split: try again only
+            # after it has grown by a quarter segment, not on every write.)
+            self._split_at = len(self._live_text) + SEGMENT_CHARS // 4
+            try:
+                await self._split()
+            except Exception:
+                log.exception("Markdown failed; showing plain text")
+                await self._fall_back_to_plain()
+
+    async def _split(self) -> None:
+        """Freeze the finished blocks of the live segment; the last block moves on."""
+        starts = _top_level_starts(self._live_text)
+        if len(starts) < 2 or starts[-1] == 0:
+            return
+        cut = starts[-1]
+        assert self._stream is not None and self._live is not None
+        await self._stream.stop()
+        frozen = self._live
+        lines = self._live_text.splitlines(keepends=True)
+        head, tail = "".join(lines[:cut]), "".join(lines[cut:])
+        live = Markdown(classes="segment")
+        await self.body.mount(live)
+        # Both halves are rendered once from their whole text, as a one-shot render would.
+        await frozen.update(head)
+        await live.update(tail)
+        self._live, self._live_text = live, tail
+        self._split_at = SEGMENT_CHARS
+        self._stream = Markdown.get_stream(live)
+        self._match_margins()
+        body = self.body
+        if isinstance(body, ReplyBody):
+            self.call_after_refresh(body.pin, frozen)
+
+    def _match_margins(self) -> None:
+        """Give each gap between segments the collapsed margin one document would have:
+        inside one document the gap is max(bottom, top); across two segments it would be
+        bottom + top, so the lower block's top margin is cut by the upper one's bottom."""
+        segments = self.segments
+        for before, after in zip(segments, segments[1:], strict=False):
+            above = [b for b in before.children if isinstance(b, MarkdownBlock)]
+            below = [b for b in after.children if isinstance(b, MarkdownBlock)]
+            if not above or not below:
+                continue
+            bottom = above[-1].styles.margin.bottom
+            first = below[0]
+            top, right, under, left = first.styles.base.margin  # the CSS margin
+            first.styles.margin = (max(0, top - bottom), right, under, left)
+
+    async def finish_stream(self, final_text: str | None = None) -> None:
+        """End the stream: write the last pieces immediately and settle the final text.
+
+        ``final_text`` is the reply as saved (it can differ from what was streamed only in
+        whitespace held back by the stop filter); if it differs, the view shows it.
+        """
+        await self.flush()
+        stream, self._stream = self._stream, None
+        self.streaming = False
+        body = self.body
+        if isinstance(body, ReplyBody):
+            body.streaming = False
+            body.unpin_all()
+        if stream is not None:
+            try:
+                await stream.stop()
+                if self._live is not None and self._live_text:
+                    # Settle the live tail (small) exactly as a one-shot render would show it.
+                    await self._live.update(self._live_text)
+                    self._match_margins()
+            except Exception:
+                log.exception("Markdown stream failed; showing plain text")
+                await self._fall_back_to_plain()
+        if final_text is not None and final_text != self.text:
+            await self.set_text(final_text)
+        self.refresh_header()
+
+    # ---- actions
+
+    def action_branch(self, step: int) -> None:
+        self.post_message(self.BranchRequested(self, step))
+
+    def action_copy(self) -> None:
+        self.post_message(self.CopyRequested(self, code=False))
+
+    def action_copy_code(self) -> None:
+        self.post_message(self.CopyRequested(self, code=True))
+
+
+class ChatInput(TextArea):
+    """The prompt box: Enter sends, Shift+Enter or Ctrl+J inserts a newline, and Up in an
+    empty box brings back the last message sent."""
+
+    class Submitted(Message):
+        """The user pressed Enter."""
+
+        def __init__(self, chat_input: ChatInput, text: str) -> None:
+            super().__init__()
+            self.chat_input = chat_input
+            self.text = text
+
+    class RecallRequested(Message):
+        """Up was pressed in an empty prompt box."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
+                         compact=True, highlight_cursor_line=False)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Submitted(self, self.text))
+            return
+        if event.key in ("shift+enter", "ctrl+j", "alt+enter"):
+            event.stop()
+            event.prevent_default()
+            start, end = self.selection
+            self._replace_via_keyboard("\n", start, end)
+            return
+        await super()._on_key(event)
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if not self.text and not select:
+            self.post_message(self.RecallRequested())
+            return
+        super().action_cursor_up(select)
+
+
+class StatusBar(Static):
+    """One line under the prompt: model, context meter, last turn's speed, warnings."""
+
+    model_label: reactive[str] = reactive("no model")
+    state: reactive[str] = reactive("")  # loading / generating / stopping / error text
+    used_tokens: reactive[int | None] = reactive(None)
+    n_ctx: reactive[int] = reactive(0)
+    tokens_per_s: reactive[float | None] = reactive(None)
+    ttft_s: reactive[float | None] = reactive(None)
+    dropped_turns: reactive[int] = reactive(0)
+    spinner: reactive[int] = reactive(0)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+
+    def render(self) -> Text:
+        out = Text()
+        if self.state:
+            frame = _SPINNER[self.spinner % len(_SPINNER)] if self.state.endswith("…") else "!"
+            out.append(f"{frame} {self.state}", style="bold")
+            out.append("  ")
+        out.append(self.model_label, style="bold")
+        if self.n_ctx:
+            used = "?" if self.used_tokens is None else str(self.used_tokens)
+            out.append(f"  ctx {used}/{self.n_ctx}")
+            if self.used_tokens is not None:
+                share = self.used_tokens / self.n_ctx
+                width = 10
+                filled = min(width, round(share * width))
+                style = "red" if share > 0.9 else "yellow" if share > 0.7 else "green"
+                out.append(" ")
+                out.append("█" * filled, style=style)
+                out.append("░" * (width - filled), style="dim")
+        if self.tokens_per_s is not None:
+            out.append(f"  {self.tokens_per_s:.1f} tok/s")
+        if self.ttft_s is not None:
+            out.append(f"  TTFT {self.ttft_s:.2f} s")
+        if self.dropped_turns:
+            out.append(
+                f"  ⚠ {self.dropped_turns} old turn{'s' if self.dropped_turns != 1 else ''} "
+                "left out to fit the context",
+                style="bold yellow",
+            )
+        return out

@@ -1,0 +1,610 @@
+"""Pilot tests of the Textual app: real llama.cpp on the tiny GGUF, real history store.
+
+The scripted engine (tests/ui_helpers.py) is used only where a test needs a reply it can
+predict: stopping mid-stream (a slow reply), exact Markdown to copy or compare with a
+one-shot render, many lines to scroll, context-size arithmetic. The tiny model's replies are
+random text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ui_helpers import ScriptedEngine, wait_until
+
+from baize_tui.config import load_config, set_value
+from baize_tui.history import HistoryStore
+from baize_tui.ui.app import BaizeApp
+from baize_tui.ui.chat_screen import ChatScreen
+from baize_tui.ui.screens import (
+    ConfirmScreen,
+    FirstRunScreen,
+    HelpScreen,
+    PromptScreen,
+    SettingsScreen,
+)
+from baize_tui.ui.sidebar import ConversationItem
+from baize_tui.ui.widgets import ChatInput, MessageView
+
+SIZE = (110, 36)
+
+
+@pytest.fixture
+def gguf_config(tiny_gguf: Path, baize_home: Path) -> Path:
+    """config.toml naming the tiny GGUF, with a reply budget that fits its 512-token context."""
+    set_value("model.default", str(tiny_gguf))
+    set_value("chat.max_new_tokens", 24)
+    set_value("chat.temperature", 0.8)
+    return tiny_gguf
+
+
+def scripted_app(engine: ScriptedEngine, **kwargs: object) -> BaizeApp:
+    """An app whose model is the scripted engine."""
+    return BaizeApp(model="scripted", engine_factory=lambda spec, config, n_ctx: engine,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+async def ready(pilot, app: BaizeApp) -> ChatScreen:  # type: ignore[no-untyped-def]
+    await wait_until(pilot, lambda: app.model_state == "ready", what="model loaded")
+    screen = app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+async def send(pilot, screen: ChatScreen, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Type ``text`` in the prompt box, press Enter and wait for the whole reply."""
+    before = screen.last_turn
+    screen.prompt_box.focus()
+    screen.prompt_box.text = text
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen.last_turn is not before and not screen.busy,
+                     what="the reply")
+
+
+def views(screen: ChatScreen) -> list[MessageView]:
+    return list(screen.transcript.query(MessageView))
+
+
+# --------------------------------------------------------------------------- real engine
+
+
+async def test_send_streams_reply_and_saves_it(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        assert app.engine is not None and app.engine.spec == str(gguf_config)
+        await pilot.press(*"Hello there", "enter")
+        assert screen.prompt_box.text == ""
+        await wait_until(pilot, lambda: screen.last_turn is not None and not screen.busy)
+        turn = screen.last_turn
+        assert turn is not None and turn.stats.finish_reason in ("stop", "length")
+        shown = views(screen)
+        assert [v.role for v in shown] == ["user", "assistant"]
+        assert shown[0].text == "Hello there"
+        assert shown[1].text == turn.text
+
+        history = app.history
+        (conv,) = history.list_conversations()
+        assert conv.title == "Hello there"
+        thread = history.thread(conv.id)
+        assert [m.role for m in thread] == ["user", "assistant"]
+        assert thread[1].text == turn.text
+        assert thread[1].complete and thread[1].finish_reason == turn.stats.finish_reason
+        assert thread[1].completion_tokens == turn.stats.completion_tokens
+        # The sidebar lists it; the status line has the model and the context meter.
+        items = list(screen.sidebar.query(ConversationItem))
+        assert [i.conversation_id for i in items] == [conv.id]
+        status = screen.status
+        assert status.model_label == gguf_config.name
+        assert status.n_ctx == 512 and status.used_tokens and status.used_tokens <= 512
+        assert status.tokens_per_s is None or status.tokens_per_s > 0
+
+
+async def test_regenerate_makes_a_sibling_and_arrows_browse(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "Tell me a story")
+        first = screen.last_turn
+        assert first is not None
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: screen.last_turn is not first and not screen.busy)
+        second = screen.last_turn
+        assert second is not None and second.reply_message_id != first.reply_message_id
+        history = app.history
+        siblings = history.siblings(second.reply_message_id)
+        assert [m.id for m in siblings] == [first.reply_message_id, second.reply_message_id]
+        assert second.user_message_id == first.user_message_id  # same question, new answer
+        reply = views(screen)[-1]
+        assert reply.info.branch == (2, 2)
+        assert len(views(screen)) == 2
+
+        # ← shows the first answer, → the second again (on the focused message).
+        reply.focus()
+        await wait_until(pilot, lambda: app.focused is reply)
+        await pilot.press("left")
+        await wait_until(pilot, lambda: views(screen)[-1].info.message_id
+                         == first.reply_message_id)
+        assert views(screen)[-1].text == first.text
+        assert views(screen)[-1].info.branch == (1, 2)
+        conv_id = screen.conversation_id
+        assert conv_id is not None
+        assert history.get_conversation(conv_id).current_leaf_id == first.reply_message_id
+        await pilot.press("alt+right")
+        await wait_until(pilot, lambda: views(screen)[-1].info.message_id
+                         == second.reply_message_id)
+        assert views(screen)[-1].text == second.text
+
+
+async def test_edit_last_message_and_resend_branches(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "first question")
+        await send(pilot, screen, "second question")
+        original = screen.last_turn
+        assert original is not None
+        await pilot.press("ctrl+t")
+        assert screen.prompt_box.text == "second question"
+        screen.prompt_box.text = "second question, edited"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.last_turn is not original and not screen.busy)
+        edited = screen.last_turn
+        assert edited is not None
+        history = app.history
+        users = history.siblings(edited.user_message_id)
+        assert [m.text for m in users] == ["second question", "second question, edited"]
+        conv_id = screen.conversation_id
+        assert conv_id is not None
+        thread = history.thread(conv_id)
+        assert [m.text for m in thread if m.role == "user"] == [
+            "first question", "second question, edited"]
+        shown = views(screen)
+        assert [v.text for v in shown if v.role == "user"] == [
+            "first question", "second question, edited"]
+        # The edited message's prompt carries the first turn, not the replaced one.
+        assert "second question\n" not in edited.prepared.prompt
+        assert "first question" in edited.prepared.prompt
+
+
+async def test_settings_change_applies_to_next_turn(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "hi")
+        before = screen.last_turn
+        assert before is not None and before.prepared.prompt.startswith("The following is")
+
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        dialog = app.screen
+        dialog.query_one("#system-prompt").text = "You are terse."
+        dialog.query_one("#max_new_tokens").value = "3"
+        dialog.query_one("#seed").value = "7"
+        dialog.query_one("#save").press()
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert screen.settings is not None and screen.settings.params.max_new_tokens == 3
+
+        await send(pilot, screen, "again")
+        turn = screen.last_turn
+        assert turn is not None and turn is not before
+        assert turn.prepared.prompt.startswith("You are terse.\n[|Human|]hi")
+        assert turn.stats.completion_tokens <= 3
+        assert turn.stats.seed == 7
+        conv = app.history.get_conversation(screen.conversation_id)  # type: ignore[arg-type]
+        assert conv.system_prompt == "You are terse."
+        assert conv.params["max_new_tokens"] == 3 and conv.params["seed"] == 7
+
+        # A bad value is refused in the dialog, with the field named.
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#temperature").value = "-1"
+        app.screen.query_one("#save").press()
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        assert "temperature" in str(app.screen.query_one("#settings-error").render()).lower()
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen)
+
+
+async def test_new_chat_remove_turn_and_reopen(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "chat one")
+        first_id = screen.conversation_id
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen.conversation_id is None and views(screen) == []
+        await send(pilot, screen, "chat two")
+        await send(pilot, screen, "chat two again")
+        assert screen.conversation_id not in (None, first_id)
+        titles = [c.title for c in app.history.list_conversations()]
+        assert titles == ["chat two", "chat one"]  # newest first
+
+        await pilot.press("f9")  # remove the last turn
+        await wait_until(pilot, lambda: len(views(screen)) == 2)
+        thread = app.history.thread(screen.conversation_id)  # type: ignore[arg-type]
+        assert [m.text for m in thread if m.role == "user"] == ["chat two"]
+
+        # Open the first chat from the sidebar.
+        screen.sidebar.query_one("#conversations").focus()
+        items = list(screen.sidebar.query(ConversationItem))
+        index = [i.conversation_id for i in items].index(first_id)
+        screen.sidebar.query_one("#conversations").index = index
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.conversation_id == first_id)
+        assert views(screen)[0].text == "chat one"
+
+
+# --------------------------------------------------------------------------- scripted engine
+
+
+async def test_escape_stops_and_keeps_the_partial_reply_marked_stopped() -> None:
+    engine = ScriptedEngine([f"word{i} " for i in range(400)], delay=0.01)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.press(*"go on", "enter")
+        await wait_until(pilot, lambda: len(views(screen)) == 2
+                         and len(views(screen)[-1].text) > 60, what="some reply text")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: screen.last_turn is not None and not screen.busy)
+        turn = screen.last_turn
+        assert turn.stats.finish_reason == "cancelled"
+        assert 0 < len(turn.text) < len("".join(engine.pieces).strip())
+        saved = app.history.get_message(turn.reply_message_id)
+        assert saved.text == turn.text and saved.finish_reason == "cancelled"
+        assert not saved.complete
+        reply = views(screen)[-1]
+        assert reply.text == turn.text
+        assert "stopped" in reply._header().plain
+        # The app is usable again: the next message goes through.
+        engine.pieces = ["fine."]
+        await send(pilot, screen, "ok")
+        assert screen.last_turn.text == "fine."
+
+
+async def test_partial_reply_is_saved_while_streaming() -> None:
+    engine = ScriptedEngine([f"w{i} " for i in range(3000)], delay=0.01)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.press(*"long one", "enter")
+        await wait_until(pilot, lambda: len(views(screen)) == 2
+                         and views(screen)[-1].info.message_id is not None)
+        reply_id = views(screen)[-1].info.message_id
+        assert reply_id is not None
+        # Written at least once a second while it streams, marked incomplete.
+        await wait_until(pilot, lambda: len(app.history.get_message(reply_id).text) > 0,
+                         timeout=5, what="a partial save")
+        partial = app.history.get_message(reply_id)
+        assert screen.busy and not partial.complete and partial.finish_reason is None
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.busy)
+
+
+async def test_markup_in_model_output_is_shown_literally_and_copy_works() -> None:
+    reply = ("Use [bold]this[/bold] and [link=x]that[/] literally.\n\n"
+             "```python\nprint('[red]hi[/red]')\n```\n\nMore ```inline``` text.")
+    engine = ScriptedEngine([reply[i:i + 7] for i in range(0, len(reply), 7)])
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "[bold]not markup[/bold]")
+        shown = views(screen)
+        assert shown[0].text == "[bold]not markup[/bold]"
+        assert shown[1].text == reply
+        await pilot.pause(0.2)
+        rendered = "\n".join(str(b.render()) for b in shown[1].query("MarkdownParagraph"))
+        assert "[bold]this[/bold]" in rendered
+        await pilot.press("f3")
+        assert app.clipboard == reply
+        await pilot.press("f4")
+        assert app.clipboard == "print('[red]hi[/red]')\n"
+        # The same from the focused message's own keys.
+        shown[1].focus()
+        await pilot.press("c")
+        assert app.clipboard == reply
+
+
+async def test_markdown_failure_falls_back_to_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets import Markdown, Static
+
+    engine = ScriptedEngine(["**fine** text"])
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "hi")
+
+        real_update = Markdown.update
+
+        def broken(self, markdown):  # type: ignore[no-untyped-def]
+            if "BOOM" in markdown:
+                raise ValueError("renderer blew up")
+            return real_update(self, markdown)
+
+        monkeypatch.setattr(Markdown, "update", broken)
+        view = views(screen)[-1]
+        await view.set_text("# BOOM *text*")
+        await pilot.pause()
+        assert view.text == "# BOOM *text*"
+        plain = view.query_one(".plain-body", Static)
+        assert "# BOOM *text*" in str(plain.render())
+
+
+async def test_input_keys_newline_and_recall(gguf_config: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        box = screen.prompt_box
+        await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
+        assert box.text == "a\nb\nc"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.last_turn is not None and not screen.busy)
+        assert views(screen)[0].text == "a\nb\nc"
+        assert box.text == ""
+        await pilot.press("up")
+        assert box.text == "a\nb\nc"
+
+
+async def test_search_rename_archive_delete(gguf_config: Path) -> None:
+    store = HistoryStore()
+    ids = {}
+    for title, words in (("alpha", "the quick zebra jumps"), ("beta", "nothing to see"),
+                         ("gamma", "another line")):
+        cid = store.create_conversation(system_prompt="s", model="m", params={})
+        user = store.add_message(cid, parent_id=None, role="user", text=f"{title}: {words}")
+        store.add_message(cid, parent_id=user, role="assistant", text=f"reply to {title}")
+        ids[title] = cid
+    store.close()
+
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        sidebar = screen.sidebar
+
+        def listed() -> list[int]:
+            return [i.conversation_id for i in sidebar.query(ConversationItem)]
+
+        assert listed() == [ids["gamma"], ids["beta"], ids["alpha"]]
+        # Search (FTS) narrows the list; Enter in the box jumps to the results.
+        await pilot.press("ctrl+f")
+        await pilot.press(*"zebr")
+        await wait_until(pilot, lambda: listed() == [ids["alpha"]], what="search results")
+        await pilot.press("enter", "enter")
+        await wait_until(pilot, lambda: screen.conversation_id == ids["alpha"])
+        assert views(screen)[0].text == "alpha: the quick zebra jumps"
+        sidebar.query_one("#search").value = ""
+        await wait_until(pilot, lambda: len(listed()) == 3)
+
+        # Rename the highlighted chat.
+        list_view = sidebar.query_one("#conversations")
+        list_view.focus()
+        list_view.index = listed().index(ids["beta"])
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one("#answer").value = "Renamed chat"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.history.get_conversation(ids["beta"]).title
+                         == "Renamed chat")
+
+        # Archive it, see it in the archive view, restore it.
+        await wait_until(pilot, lambda: app.screen is screen)
+        list_view.focus()
+        list_view.index = listed().index(ids["beta"])
+        await pilot.press("a")
+        await wait_until(pilot, lambda: app.history.get_conversation(ids["beta"]).archived)
+        await wait_until(pilot, lambda: ids["beta"] not in listed())
+        await pilot.press("v")
+        await wait_until(pilot, lambda: listed() == [ids["beta"]])
+        list_view.index = 0
+        await pilot.press("a")
+        await wait_until(pilot, lambda: not app.history.get_conversation(ids["beta"]).archived)
+        await pilot.press("v")
+        await wait_until(pilot, lambda: ids["beta"] in listed())
+
+        # Delete asks first: "no" keeps it, "yes" deletes it.
+        list_view.index = listed().index(ids["gamma"])
+        await pilot.press("delete")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert ids["gamma"] in listed()
+        list_view.focus()
+        list_view.index = listed().index(ids["gamma"])
+        await pilot.press("delete")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: ids["gamma"] not in listed())
+        assert ids["gamma"] not in [c.id for c in app.history.list_conversations(
+            include_archived=True)]
+
+
+async def test_export_chat(gguf_config: Path, tmp_path: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "A question")
+        answer = screen.last_turn.text
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        app.screen.query_one("#answer").value = str(tmp_path / "chat.md")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: (tmp_path / "chat.md").exists())
+        text = (tmp_path / "chat.md").read_text()
+        assert "## User\n\nA question" in text and "## Assistant" in text
+        assert answer.strip() in text
+        screen.export_to(tmp_path / "chat.json")
+        data = json.loads((tmp_path / "chat.json").read_text())
+        assert [m["text"] for m in data["messages"]] == ["A question", answer]
+
+
+async def test_first_run_flow(tiny_gguf: Path, tmp_path: Path) -> None:
+    app = BaizeApp()
+    assert app.model_spec == ""
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        first_run = app.screen
+        # A file that is not a GGUF is refused with the reason.
+        bogus = tmp_path / "notes.txt"
+        bogus.write_text("hello")
+        first_run.query_one("#gguf-path").value = str(bogus)
+        first_run.query_one("#open-gguf").press()
+        await pilot.pause()
+        assert "not a GGUF" in str(first_run.query_one("#first-run-error").render())
+        # The endpoint needs a URL.
+        first_run.query_one("#endpoint-model").value = "baize"
+        first_run.query_one("#use-endpoint").press()
+        await pilot.pause()
+        assert "URL" in str(first_run.query_one("#first-run-error").render())
+        # A real GGUF is taken, remembered in the config, and loaded.
+        first_run.query_one("#gguf-path").value = str(tiny_gguf)
+        first_run.query_one("#open-gguf").press()
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen))
+        assert load_config()["model"]["default"] == str(tiny_gguf.resolve())
+        await wait_until(pilot, lambda: app.model_state == "ready")
+        assert app.engine is not None
+
+
+async def test_first_run_endpoint_choice_is_remembered() -> None:
+    app = BaizeApp(engine_factory=lambda spec, config, n_ctx: ScriptedEngine(["x"], spec=spec))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        app.screen.query_one("#endpoint-url").value = "http://127.0.0.1:9/v1"
+        app.screen.query_one("#endpoint-model").value = "baize-7b"
+        app.screen.query_one("#use-endpoint").press()
+        await wait_until(pilot, lambda: app.model_state == "ready")
+        config = load_config()
+        assert config["model"]["default"] == "openai:baize-7b"
+        assert config["openai"]["base_url"] == "http://127.0.0.1:9/v1"
+
+
+async def test_keymap_help_theme_and_modes(gguf_config: Path) -> None:
+    set_value("ui.keymap", {"chat.new": "ctrl+g"})
+    set_value("ui.theme", "nord")
+    app = BaizeApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        assert app.theme == "nord"
+        await send(pilot, screen, "hello")
+        assert screen.conversation_id is not None
+        await pilot.press("ctrl+g")  # remapped "new chat"
+        await wait_until(pilot, lambda: screen.conversation_id is None)
+        await pilot.press("f1")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        rows = {row[2]: row[0] for row in app.screen.rows}
+        assert rows["chat.new"] == "ctrl+g" and rows["chat.stop"] == "escape"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen)
+        # Themes are persisted.
+        app.theme = "textual-light"
+        await pilot.pause()
+        assert load_config()["ui"]["theme"] == "textual-light"
+        # Other modes are registered and reachable by key.
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: app.current_mode == "models")
+        await pilot.pause()
+        assert app.screen is not screen
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.screen is screen)
+        # Every chat action is in the command palette.
+        titles = {c.title for c in app.get_system_commands(screen)}
+        for title in ("Stop generating", "Regenerate reply", "Edit last message",
+                      "Remove last turn", "New chat", "Previous branch", "Next branch",
+                      "Copy message", "Export chat", "Chat settings", "Search chats",
+                      "Go to Self-chat", "Go to Training", "Go to Models"):
+            assert title in titles
+
+
+async def test_context_overflow_gives_the_text_back() -> None:
+    engine = ScriptedEngine(["ok"], n_ctx=600)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        long_text = "word " * 2000
+        screen.prompt_box.text = long_text
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not screen.busy and screen.prompt_box.text != "")
+        assert screen.prompt_box.text == long_text
+        assert views(screen) == []
+        assert app.history.list_conversations() == []
+        assert isinstance(screen.prompt_box, ChatInput)
+
+
+async def test_dropped_turns_are_shown_in_the_status_line() -> None:
+    set_value("chat.max_new_tokens", 16)
+    set_value("chat.system_prompt", "Be brief.")
+    engine = ScriptedEngine(["ok"], n_ctx=140)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        for n in range(3):
+            await send(pilot, screen, f"message {n} " + "padding words " * 12)
+        assert screen.last_turn.dropped_turns >= 1
+        assert screen.status.dropped_turns == screen.last_turn.dropped_turns
+        assert "left out to fit the context" in screen.status.render().plain
+        assert engine.prompts[-1].startswith("Be brief.")
+        assert "message 0" not in engine.prompts[-1]
+
+
+async def test_quit_while_generating_saves_the_partial_reply() -> None:
+    engine = ScriptedEngine([f"w{i} " for i in range(1000)], delay=0.01)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.press(*"go", "enter")
+        await wait_until(pilot, lambda: len(views(screen)) == 2
+                         and len(views(screen)[-1].text) > 20)
+        await pilot.press("ctrl+q")
+    with HistoryStore() as history:
+        (conv,) = history.list_conversations()
+        reply = history.thread(conv.id)[-1]
+    assert reply.role == "assistant" and reply.text.startswith("w0 w1")
+    assert reply.finish_reason == "cancelled"
+    assert engine.closed
+
+
+async def test_transcript_follows_the_reply_until_the_user_scrolls_up() -> None:
+    engine = ScriptedEngine([f"line {i}\n\n" for i in range(300)], delay=0.01)
+    app = scripted_app(engine)
+    async with app.run_test(size=(110, 24)) as pilot:
+        screen = await ready(pilot, app)
+        transcript = screen.transcript
+        await pilot.press(*"many lines", "enter")
+        await wait_until(pilot, lambda: transcript.max_scroll_y > 20, what="overflowing text")
+        await pilot.pause(0.2)
+        assert transcript.scroll_y == transcript.max_scroll_y  # anchored
+        transcript.scroll_home(animate=False)  # what a user's scroll does: releases the anchor
+        await pilot.pause(0.1)
+        height = transcript.max_scroll_y
+        await wait_until(pilot, lambda: transcript.max_scroll_y > height + 10)
+        assert transcript.scroll_y < 5  # left where the user put it
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.busy)
+
+
+async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from ui_stream_bench import render_signature, reply_text
+
+    set_value("chat.max_new_tokens", 2000)
+    pieces = reply_text(800)  # ~2,900 characters: frozen in parts while streaming
+    engine = ScriptedEngine(pieces, delay=0.001, n_ctx=8192)
+    app = scripted_app(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "go")
+        view = views(screen)[-1]
+        assert len(view.segments) >= 2  # the reply was frozen in parts while it streamed
+        assert view.text == "".join(pieces).strip()
+        await pilot.pause(0.3)
+        streamed = render_signature(view)
+        await view.set_text(view.text)
+        await pilot.pause(0.3)
+        assert len(view.segments) == 1
+        assert render_signature(view) == streamed

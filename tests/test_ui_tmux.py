@@ -1,0 +1,95 @@
+"""Smoke test of the real ``baize-tui`` command in a real terminal (tmux): start it, type a
+message, see the reply on screen, quit with Ctrl+Q and check it exited cleanly.
+
+This is where driver-level faults show up (llama.cpp redirecting file descriptors while a
+model loads, key handling); the Pilot tests cannot see them. Skipped only without tmux.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from baize_tui.config import set_value
+from baize_tui.history import HistoryStore
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Tmux:
+    """One private tmux server (its own socket) running one command."""
+
+    def __init__(self, command: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
+        self.socket = f"baize-test-{uuid.uuid4().hex[:8]}"
+        env_args = [f"{key}={value}" for key, value in env.items()]
+        self.run("new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]),
+                 "env", *env_args, *command)
+        self.run("set-option", "-t", "main", "remain-on-exit", "on")
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+                             text=True, timeout=30)
+        return out.stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "main")
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "main", *keys)
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "") -> str:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if predicate(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; screen:\n{text}")
+            time.sleep(0.2)
+
+    def pane(self, fmt: str) -> str:
+        return self.run("display-message", "-p", "-t", "main", fmt).strip()
+
+    def kill(self) -> None:
+        self.run("kill-server")
+
+
+def test_baize_tui_in_tmux(tiny_gguf: Path, baize_home: Path) -> None:
+    set_value("model.default", str(tiny_gguf))
+    set_value("chat.max_new_tokens", 16)
+    exe = Path(sys.executable).parent / "baize-tui"
+    assert exe.exists(), exe
+    status_file = baize_home / "exit-status"
+    command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
+    tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
+                         "HF_HUB_OFFLINE": "1"}, (110, 32))
+    try:
+        tmux.wait_for(lambda s: "Search chats" in s and tiny_gguf.name in s
+                      and "loading" not in s, what="the chat screen with the model loaded")
+        tmux.keys("-l", "hello from tmux")
+        tmux.keys("Enter")
+        screen = tmux.wait_for(lambda s: "tokens" in s and "generating" not in s
+                               and "hello from tmux" in s, what="the finished reply")
+        with HistoryStore() as store:
+            (conv,) = store.list_conversations()
+            thread = store.thread(conv.id)
+        assert [m.role for m in thread] == ["user", "assistant"]
+        assert thread[0].text == "hello from tmux"
+        reply = thread[1].text
+        assert reply, "the tiny model produced no visible text"
+        # The first words of the reply are on screen (Markdown may restyle punctuation).
+        words = [w for w in reply.split() if w.isalnum()][:2] or [reply.split()[0][:3]]
+        for word in words:
+            assert word in screen, (word, screen)
+        tmux.keys("C-q")
+        tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
+                      timeout=20, what="the app to exit")
+        assert status_file.read_text().strip() == "0"
+    finally:
+        tmux.kill()

@@ -1,0 +1,72 @@
+"""Helpers for the UI tests: a scripted engine (the slow neighbour used for cancel tests), a
+poller, and an app factory over an isolated history."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from baize_tui.engines.base import Generation, SamplingParams, TurnStats
+
+
+class ScriptedEngine:
+    """Yields a fixed list of pieces, ``delay`` seconds apart, honouring ``cancel``."""
+
+    takes_messages = False
+
+    def __init__(self, pieces: Sequence[str], delay: float = 0.0, n_ctx: int = 2048,
+                 spec: str = "scripted") -> None:
+        self.pieces = list(pieces)
+        self.delay = delay
+        self._n_ctx = n_ctx
+        self.spec = spec
+        self.prompts: list[str] = []
+        self.params: list[SamplingParams] = []
+        self.closed = False
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    def describe(self) -> str:
+        return f"scripted ({len(self.pieces)} pieces)"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def stream(self, prompt: Any, params: SamplingParams,
+               cancel: threading.Event | None = None, *, stop: Sequence[str] = ()) -> Generation:
+        self.prompts.append(prompt)
+        self.params.append(params)
+        stats = TurnStats(prompt_tokens=self.count_tokens(prompt))
+        cancel = cancel or threading.Event()
+
+        def pieces() -> Iterator[str]:
+            for n, piece in enumerate(self.pieces[: params.max_new_tokens]):
+                if cancel.is_set():
+                    stats.finish_reason = "cancelled"
+                    return
+                if self.delay:
+                    time.sleep(self.delay)
+                stats.completion_tokens = n + 1
+                yield piece
+            stats.finish_reason = "length" if len(self.pieces) > params.max_new_tokens else "stop"
+
+        return Generation(pieces(), stats)
+
+
+async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 20.0,
+                     what: str = "condition") -> None:
+    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+    await asyncio.sleep(0)
