@@ -252,7 +252,8 @@ def find_model(name: str, *, include_hf_cache: bool = True) -> ModelFile:
     candidate = Path(name).expanduser()
     if candidate.suffix == ".gguf" and candidate.is_file() and (os.sep in name or "/" in name):
         model = describe(candidate.absolute(), "path")
-        model.is_default = os.path.realpath(default_model() or "\0") == os.path.realpath(candidate)
+        default = default_model()
+        model.is_default = bool(default) and os.path.realpath(default) == os.path.realpath(candidate)
         return model
     models = list_models(include_hf_cache=include_hf_cache)
     matches = [m for m in models if name in (m.name, m.path.stem, str(m.path))]

@@ -400,3 +400,13 @@ def test_a_second_pull_of_the_same_file_is_refused_while_one_runs(hub: HubServer
         release.set()
         worker.join(10)
     assert not errors and sha256(get_paths().models_dir / name) == sha256(source)
+
+
+def test_a_path_works_as_a_name_on_a_fresh_install(tiny_gguf: Path, tmp_path: Path) -> None:
+    """No default set yet: set_default/remove by path must not trip over the empty default."""
+    copy = get_paths().models_dir / "fresh.gguf"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(tiny_gguf, copy)
+    assert models.find_model(str(copy)).is_default is False
+    assert models.set_default(str(copy)).path == copy
+    assert models.find_model(str(copy)).is_default is True

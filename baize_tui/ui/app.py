@@ -29,13 +29,7 @@ from baize_tui.errors import UserError
 from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
-from baize_tui.ui.screens import (
-    FirstRunScreen,
-    HelpScreen,
-    ModelsScreen,
-    SelfChatScreen,
-    TrainScreen,
-)
+from baize_tui.ui.screens import FirstRunScreen, HelpScreen
 
 log = logging.getLogger("baize_tui.ui")
 
@@ -49,19 +43,12 @@ def open_engine_factory(spec: str, config: dict[str, Any], n_ctx: int | None) ->
     return open_engine(spec, config=config, n_ctx=n_ctx)
 
 
-def _mode_screen(module: str, name: str, placeholder: type[Screen[Any]]) -> Callable[[], Screen[Any]]:
+def _mode_screen(module: str, name: str) -> Callable[[], Screen[Any]]:
     """A mode's screen factory: ``baize_tui.ui.<module>.<name>``, imported when the mode is
-    first opened (start-up never pays for it), or ``placeholder`` while that module does not
-    exist yet. A module that exists but fails to import raises, as it should."""
+    first opened, so start-up never pays for the self-chat, training or models screens."""
 
     def make() -> Screen[Any]:
-        try:
-            found = importlib.import_module(f"baize_tui.ui.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"baize_tui.ui.{module}":
-                raise
-            return placeholder()
-        return getattr(found, name)()
+        return getattr(importlib.import_module(f"baize_tui.ui.{module}"), name)()
 
     return make
 
@@ -88,9 +75,9 @@ class BaizeApp(App[None]):
     CSS_PATH = str(Path(__file__).with_name("baize.tcss"))
     MODES = {
         "chat": ChatScreen,
-        "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen", SelfChatScreen),
-        "train": _mode_screen("train_screen", "TrainScreen", TrainScreen),
-        "models": _mode_screen("models_screen", "ModelsScreen", ModelsScreen),
+        "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen"),
+        "train": _mode_screen("train_screen", "TrainScreen"),
+        "models": _mode_screen("models_screen", "ModelsScreen"),
     }
     DEFAULT_MODE = "chat"
     BINDINGS = [
@@ -167,6 +154,21 @@ class BaizeApp(App[None]):
         """The base screen of a mode, if it has been created."""
         stack = self._screen_stacks.get(mode)
         return stack[0] if stack else None
+
+    async def action_quit(self) -> None:
+        """Quit; a self-chat run is stopped gracefully first (its dialogues in flight are
+        saved, the rest resume next time). Workers are cancelled once the app's message loop
+        ends, so this must happen before exit, not on unmount."""
+        screen = self.get_screen_for_mode("selfchat")
+        if getattr(screen, "running", False):
+            self.notify("Stopping self-chat: saving the dialogues in flight…")
+            self.run_worker(self._quit_after_selfchat(screen), group="quit", exclusive=True)
+            return
+        self.exit()
+
+    async def _quit_after_selfchat(self, screen: Any) -> None:
+        await screen.stop_gracefully(timeout=10)
+        self.exit()
 
     async def on_unmount(self) -> None:
         # A reply still being generated is stopped and saved (as cancelled) before the

@@ -1,0 +1,602 @@
+"""The training screen: set up a LoRA fine-tuning run, check what it trains on, then watch it.
+
+A thin shell over :mod:`baize_tui.train` (the twin of ``baize-tui train run|preview|status|
+stop|resume``). The form builds a :class:`~baize_tui.train.settings.TrainConfig` from a preset
+("Baize 7B on one A100" and friends) plus the key hyperparameters; *Preview* renders one
+dialogue with the trained tokens highlighted; *Start* validates, reads the data and launches the
+trainer in its own process (``start_run``, in a thread worker).
+
+The run view only reads the run directory's files (``status.json``, ``metrics.jsonl``,
+``train.log``) once a second, so closing the TUI never touches the run, and opening the screen
+again re-attaches to it (``list_runs()``; a live run is preferred, else the newest). Stop asks for
+a checkpoint and an exit, Kill stops at once (the last periodic checkpoint stays), Resume continues
+from the last checkpoint, and *Convert to GGUF* merges the finished adapter with baize-convert
+into the models directory. Log and file text is shown as plain text only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    Button,
+    Footer,
+    Input,
+    Label,
+    Log,
+    ProgressBar,
+    Select,
+    Sparkline,
+    Static,
+)
+
+from baize_tui.errors import OperationFailed, UserError
+from baize_tui.paths import get_paths
+
+PRESET_LABELS: dict[str, str] = {
+    "baize": "Baize (v1 settings, AI-turn loss)",
+    "baize-exact": "Baize v1 exactly (loss on all text)",
+    "baize-7b-a100": "Baize 7B on one A100",
+    "baize-13b-a100": "Baize 13B on one A100",
+    "a100-bf16": "A100 bf16, all linear layers, r 16",
+    "qlora-4bit": "QLoRA 4-bit (CUDA)",
+}
+# form input id -> (TrainConfig field, type, label)
+_NUMBERS: tuple[tuple[str, str, type, str], ...] = (
+    ("max-steps", "max_steps", int, "Max steps"),
+    ("epochs", "num_epochs", float, "Epochs"),
+    ("batch-size", "batch_size", int, "Batch size"),
+    ("micro-batch-size", "micro_batch_size", int, "Micro batch"),
+    ("cutoff-len", "cutoff_len", int, "Cutoff length"),
+    ("lr", "learning_rate", float, "Learning rate"),
+    ("lora-r", "lora_r", int, "LoRA r"),
+    ("lora-alpha", "lora_alpha", int, "LoRA alpha"),
+    ("eval-steps", "eval_steps", int, "Eval/save every"),
+    ("gpus", "num_gpus", int, "GPUs"),
+)
+_ERRORS = (UserError, OperationFailed, OSError)
+
+def error_text(exc: BaseException) -> str:
+    """The message to show for ``exc``: a user-facing error's own words, else its type too."""
+    return str(exc) if isinstance(exc, _ERRORS) else f"{type(exc).__name__}: {exc}"
+
+MAX_POINTS = 400  # loss points kept for the plot
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``h:mm:ss`` / ``mm:ss``, or ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _num(value: Any, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def preview_text(preview: Any) -> Text:
+    """A :class:`~baize_tui.train.data.Preview` as Text: trained pieces highlighted."""
+    text = Text()
+    for piece, trained in preview.pieces:
+        text.append(piece, style="bold black on green" if trained else "dim")
+    return text
+
+
+class TrainScreen(Screen[None]):
+    """LoRA fine-tuning: the form, the sample preview, and the live view of a run."""
+
+    DEFAULT_CSS = """
+    TrainScreen { layout: vertical; }
+    TrainScreen .title { text-style: bold; padding: 0 1; }
+    TrainScreen #tr-body { height: 1fr; }
+    TrainScreen #tr-form {
+        width: 45%;
+        min-width: 36;
+        max-width: 60;
+        height: 1fr;
+        padding: 0 1;
+        border-right: vkey $primary;
+    }
+    TrainScreen #tr-form Label { margin-top: 1; color: $text-muted; }
+    TrainScreen #tr-form Horizontal { height: auto; }
+    TrainScreen #tr-form Horizontal > Vertical { height: auto; width: 1fr; }
+    TrainScreen .buttons { height: auto; margin-top: 1; }
+    TrainScreen .buttons Button { margin-right: 1; min-width: 10; }
+    TrainScreen #tr-preview {
+        height: auto;
+        max-height: 20;
+        border: round $secondary;
+        padding: 0 1;
+        margin-top: 1;
+    }
+    TrainScreen #tr-run { width: 1fr; height: 1fr; padding: 0 1; }
+    TrainScreen #tr-runs { width: 1fr; }
+    TrainScreen #tr-status { height: auto; margin-top: 1; }
+    TrainScreen .plot-label { color: $text-muted; }
+    TrainScreen #tr-loss, TrainScreen #tr-eval { height: 3; }
+    TrainScreen #tr-message { height: auto; }
+    TrainScreen #tr-log { height: 1fr; border: round $primary; }
+    TrainScreen #tr-quant { width: 12; }
+    TrainScreen .buttons Label { padding: 0 1 0 0; }
+    """
+
+    BINDINGS = [
+        Binding("ctrl+s", "start", "Start", id="train.start"),
+        Binding("ctrl+r", "preview", "Preview", id="train.preview"),
+    ]
+
+    def __init__(self, name: str | None = None, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.run: Any | None = None  # baize_tui.train.runs.Run being watched
+        self.status: dict[str, Any] = {}
+        self.alive = False  # whether the watched run's trainer process is running
+        self.losses: list[float] = []
+        self.eval_losses: list[float] = []
+        self.last_train: dict[str, Any] = {}
+        self._metrics_tail: Any | None = None
+        self._log_tail: Any | None = None
+        self._busy = False  # a start/resume/convert is under way
+        self._run_options: list[str] = []
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static("Fine-tuning (LoRA)", classes="title")
+        with Horizontal(id="tr-body"):
+            with VerticalScroll(id="tr-form"):
+                with Horizontal(classes="buttons"):
+                    yield Button("Preview sample", id="tr-preview-btn", compact=True)
+                    yield Button("Start run", id="tr-start", variant="success", compact=True)
+                yield Label("Base model (LLaMA checkpoint dir or hub id)")
+                yield Input(placeholder="path/to/llama-7b", id="tr-base", compact=True)
+                yield Label("Data files (comma-separated)")
+                yield Input(placeholder="alpaca_chat_data.json, export-baize.json",
+                            id="tr-data", compact=True)
+                yield Label("Run directory")
+                yield Input(str(get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S")),
+                            id="tr-out", compact=True)
+                yield Label("Preset")
+                yield Select([(label, key) for key, label in PRESET_LABELS.items()],
+                             value="baize", allow_blank=False, id="tr-preset", compact=True)
+                pairs = [_NUMBERS[i:i + 2] for i in range(0, len(_NUMBERS), 2)]
+                for pair in pairs:
+                    with Horizontal():
+                        for key, _field, kind, label in pair:
+                            with Vertical():
+                                yield Label(label + (" (-1: epochs)" if key == "max-steps" else
+                                                     " (0: all)" if key == "gpus" else ""))
+                                yield Input(type="integer" if kind is int else "number",
+                                            id=f"tr-{key}", compact=True)
+                with Horizontal():
+                    with Vertical():
+                        yield Label("Loss on")
+                        yield Select([("AI turns (v1.5/v2)", "ai"), ("all text (v1)", "all")],
+                                     value="ai", allow_blank=False, id="tr-loss-mode", compact=True)
+                    with Vertical():
+                        yield Label("Format")
+                        yield Select([("chat", "chat"), ("release", "release")], value="chat",
+                                     allow_blank=False, id="tr-template", compact=True)
+                with Horizontal():
+                    with Vertical():
+                        yield Label("Quantization")
+                        yield Select([("none (bf16/fp16)", ""), ("8-bit", "8bit"),
+                                      ("4-bit QLoRA", "4bit")], value="", allow_blank=False,
+                                     id="tr-load-in", compact=True)
+                preview = Static("Preview shows one dialogue with the trained tokens "
+                                 "highlighted.", id="tr-preview", markup=False)
+                preview.border_title = "Sample"
+                yield preview
+            with Vertical(id="tr-run"):
+                with Horizontal(classes="buttons"):
+                    yield Select([], prompt="runs", id="tr-runs", compact=True)
+                    yield Button("Refresh", id="tr-refresh", compact=True)
+                with Horizontal(classes="buttons"):
+                    yield Button("Stop", id="tr-stop", variant="warning", disabled=True,
+                                 compact=True)
+                    yield Button("Kill", id="tr-kill", variant="error", disabled=True,
+                                 compact=True)
+                    yield Button("Resume", id="tr-resume", disabled=True, compact=True)
+                with Horizontal(classes="buttons"):
+                    yield Button("Convert to GGUF", id="tr-convert", variant="primary",
+                                 disabled=True, compact=True)
+                    yield Label("quant")
+                    yield Input("q4_k_m", id="tr-quant", compact=True)
+                yield Static("No run: fill in the form and press Start.", id="tr-status",
+                             markup=False)
+                yield Static("loss", id="tr-loss-label", classes="plot-label", markup=False)
+                yield Sparkline([], id="tr-loss")
+                yield Static("eval loss", id="tr-eval-label", classes="plot-label", markup=False)
+                yield Sparkline([], id="tr-eval")
+                yield ProgressBar(id="tr-convert-progress", show_eta=False)
+                yield Static("", id="tr-message", markup=False)
+                log = Log(id="tr-log", max_lines=2000)
+                log.border_title = "train.log"
+                yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._apply_preset("baize")
+        self.query_one("#tr-convert-progress", ProgressBar).display = False
+        self.refresh_runs(attach=True)
+        self.set_interval(1.0, self.poll)
+
+    # ------------------------------------------------------------------ form
+
+    def _apply_preset(self, name: str) -> None:
+        from baize_tui.train.settings import preset
+
+        config = preset(name)
+        for key, field, _kind, _label in _NUMBERS:
+            value = getattr(config, field)
+            self.query_one(f"#tr-{key}", Input).value = f"{value:g}" if isinstance(value, float) \
+                else str(value)
+        self.query_one("#tr-loss-mode", Select).value = config.loss
+        self.query_one("#tr-load-in", Select).value = config.load_in
+        self.query_one("#tr-template", Select).value = config.template
+
+    @on(Select.Changed, "#tr-preset")
+    def _preset_changed(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self._apply_preset(event.value)
+
+    def _value(self, key: str) -> str:
+        return self.query_one(f"#tr-{key}", Input).value.strip()
+
+    def read_config(self) -> Any:
+        """The :class:`TrainConfig` the form describes (``UserError`` naming a bad field)."""
+        from baize_tui.train.settings import preset
+
+        name = self.query_one("#tr-preset", Select).value
+        config = preset(name if isinstance(name, str) else "baize")
+        config.base = self._value("base")
+        config.data = [p.strip() for p in self._value("data").split(",") if p.strip()]
+        values: dict[str, Any] = {}
+        for key, field, kind, label in _NUMBERS:
+            raw = self._value(key)
+            if not raw:
+                continue
+            try:
+                values[field] = kind(raw)
+            except ValueError:
+                raise UserError(f"{label}: {raw!r} is not a valid number") from None
+        if "eval_steps" in values:
+            values["save_steps"] = values["eval_steps"]
+        for key, field in (("loss-mode", "loss"), ("load-in", "load_in"),
+                           ("template", "template")):
+            value = self.query_one(f"#tr-{key}", Select).value
+            if isinstance(value, str):
+                values[field] = value
+        config.update(values, source="the form")
+        config.validate()
+        return config
+
+    # ------------------------------------------------------------------ preview
+
+    @on(Button.Pressed, "#tr-preview-btn")
+    def action_preview(self) -> None:
+        """Render one dialogue with its trained tokens highlighted (tokenizer loaded in a thread)."""
+        try:
+            config = self.read_config()
+        except UserError as exc:
+            self._message(str(exc), True)
+            return
+        self.query_one("#tr-preview", Static).update(Text("Loading the tokenizer and data…"))
+        self._preview(config)
+
+    @work(thread=True, exclusive=True, group="train-preview", exit_on_error=False)
+    def _preview(self, config: Any) -> None:
+        from baize_tui.train.data import load_dialogues, load_tokenizer, preview_dialogue
+
+        try:
+            data = load_dialogues(config.data)
+            if not data.dialogues:
+                raise UserError("no dialogues in the data files")
+            tokenizer = load_tokenizer(config.base)
+            preview = preview_dialogue(tokenizer, data.dialogues[0], template=config.template,
+                                       cutoff_len=config.cutoff_len, loss=config.loss)
+        except Exception as exc:  # shown, never raised
+            self.app.call_from_thread(self._show_preview, Text(error_text(exc), style="red"))
+            return
+        head = Text(f"{preview.source}: {preview.n_tokens} tokens, "
+                    f"{preview.encoded.n_trained} trained (highlighted)"
+                    f"{', cut at the cutoff' if preview.encoded.truncated else ''}; "
+                    f"{len(data.dialogues)} dialogues in all\n", style="italic")
+        self.app.call_from_thread(self._show_preview, head + preview_text(preview))
+
+    def _show_preview(self, text: Text) -> None:
+        self.query_one("#tr-preview", Static).update(text)
+
+    # ------------------------------------------------------------------ start / stop / resume
+
+    @on(Button.Pressed, "#tr-start")
+    def action_start(self) -> None:
+        """Validate, read the data and launch the trainer (in a thread)."""
+        if self._busy:
+            return
+        try:
+            config = self.read_config()
+            out = self._value("out")
+            if not out:
+                raise UserError("Run directory: give a directory for the run")
+        except UserError as exc:
+            self._message(str(exc), True)
+            return
+        self._set_busy(True)
+        self._message("Checking the settings and reading the data…")
+        self._start(config, Path(out).expanduser())
+
+    @work(thread=True, exclusive=True, group="train-launch", exit_on_error=False)
+    def _start(self, config: Any, out: Path) -> None:
+        from baize_tui.train.runs import start_run
+
+        try:
+            run = start_run(config, out)
+        except Exception as exc:  # shown, never raised
+            self.app.call_from_thread(self._launch_failed, error_text(exc))
+            return
+        self.app.call_from_thread(self._launched, run, f"Started {run.dir}")
+
+    def _launch_failed(self, message: str) -> None:
+        self._set_busy(False)
+        self._message(message, True)
+
+    def _launched(self, run: Any, message: str) -> None:
+        self._set_busy(False)
+        self._message(message)
+        self.attach(run)
+        self.refresh_runs()
+        # a fresh default directory for the next run
+        self.query_one("#tr-out", Input).value = str(
+            get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))
+
+    @on(Button.Pressed, "#tr-stop")
+    def action_stop_run(self) -> None:
+        """Ask the trainer to checkpoint and exit at the next step."""
+        from baize_tui.train.runs import request_stop
+
+        if self.run is None:
+            return
+        try:
+            request_stop(self.run.dir, save=True)
+        except _ERRORS as exc:
+            self._message(str(exc), True)
+            return
+        self._message("Stop requested: the trainer saves a checkpoint at the next step, then exits.")
+
+    @on(Button.Pressed, "#tr-kill")
+    def action_kill_run(self) -> None:
+        """SIGTERM to the trainer: it leaves at the next step without saving."""
+        from baize_tui.train.runs import cancel_run
+
+        if self.run is None:
+            return
+        try:
+            cancel_run(self.run.dir)
+        except _ERRORS as exc:
+            self._message(str(exc), True)
+            return
+        self._message("Kill sent: the last periodic checkpoint can be resumed.")
+
+    @on(Button.Pressed, "#tr-resume")
+    def action_resume_run(self) -> None:
+        """Continue the run from its last checkpoint (launched in a thread)."""
+        if self.run is None or self._busy:
+            return
+        self._set_busy(True)
+        self._message(f"Resuming {self.run.dir}…")
+        self._resume(self.run.dir)
+
+    @work(thread=True, exclusive=True, group="train-launch", exit_on_error=False)
+    def _resume(self, directory: Path) -> None:
+        from baize_tui.train.runs import resume_run
+
+        try:
+            run = resume_run(directory)
+        except Exception as exc:  # shown, never raised
+            self.app.call_from_thread(self._launch_failed, error_text(exc))
+            return
+        self.app.call_from_thread(self._launched, run, f"Resumed {run.dir}")
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.query_one("#tr-start", Button).disabled = busy
+        self._buttons()
+
+    # ------------------------------------------------------------------ convert
+
+    @on(Button.Pressed, "#tr-convert")
+    def action_convert(self) -> None:
+        """Merge the finished adapter into its base and write a GGUF to the models directory."""
+        from baize_convert.quantize import parse_quant
+
+        if self.run is None or self._busy:
+            return
+        try:
+            qt = parse_quant(self._value("quant") or "q4_k_m")
+        except Exception as exc:  # the converter's error for an unknown quant name
+            self._message(str(exc), True)
+            return
+        output = get_paths().models_dir / f"{self.run.dir.name}-{qt.label}.gguf"
+        self._set_busy(True)
+        bar = self.query_one("#tr-convert-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self._message(f"Converting {self.run.adapter_dir} → {output}…")
+        self._convert(self.run.adapter_dir, qt.name, output)
+
+    @work(thread=True, exclusive=True, group="train-convert", exit_on_error=False)
+    def _convert(self, adapter: Path, quant: str, output: Path) -> None:
+        from baize_convert.pipeline import MergeRequest, run_merge
+
+        last = [0.0]
+
+        def progress(_stage: str, done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if total is None or done >= total or now - last[0] > 0.1:
+                last[0] = now
+                self.app.call_from_thread(self._convert_progress, done, total)
+
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            result = run_merge(MergeRequest(base=None, loras=[str(adapter)], quant=quant,
+                                            output=output), quiet=True, progress_cb=progress)
+        except Exception as exc:  # ConvertError and friends: shown, never raised into the UI
+            self.app.call_from_thread(self._converted, None, error_text(exc))
+            return
+        self.app.call_from_thread(self._converted, result.output, "")
+
+    def _convert_progress(self, done: int, total: int | None) -> None:
+        self.query_one("#tr-convert-progress", ProgressBar).update(total=total, progress=done)
+
+    def _converted(self, output: Path | None, error: str) -> None:
+        self._set_busy(False)
+        self.query_one("#tr-convert-progress", ProgressBar).display = False
+        if output is None:
+            self._message(error, True)
+            return
+        self._message(f"Wrote {output}; pick it on the Models screen to chat with it.")
+        self.notify(f"Converted to {output.name}", markup=False)
+
+    # ------------------------------------------------------------------ runs and attaching
+
+    @on(Button.Pressed, "#tr-refresh")
+    def _refresh_pressed(self) -> None:
+        self.refresh_runs()
+
+    def refresh_runs(self, attach: bool = False) -> None:
+        """Re-read the list of runs; ``attach`` picks a live run, else the newest."""
+        from baize_tui.train.runs import list_runs
+
+        try:
+            runs = list_runs()
+        except _ERRORS as exc:
+            self._message(f"cannot list runs: {exc}", True)
+            return
+        select = self.query_one("#tr-runs", Select)
+        options = []
+        for run in reversed(runs):  # newest first
+            state = run.status().get("state", "?")
+            options.append((f"{run.dir.name} ({state})", str(run.dir)))
+        self._run_options = [v for _, v in options]
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+            if self.run is not None and any(v == str(self.run.dir) for _, v in options):
+                select.value = str(self.run.dir)
+        if attach and self.run is None and runs:
+            live = [r for r in runs if r.alive()]
+            self.attach((live or runs)[-1])
+
+    @on(Select.Changed, "#tr-runs")
+    def _pick_run(self, event: Select.Changed) -> None:
+        from baize_tui.train.runs import Run
+
+        if isinstance(event.value, str) and (self.run is None or str(self.run.dir) != event.value):
+            try:
+                self.attach(Run.open(event.value))
+            except _ERRORS as exc:
+                self._message(str(exc), True)
+
+    def attach(self, run: Any) -> None:
+        """Watch ``run`` from its files (from the start of its metrics and the end of its log)."""
+        self.run = run
+        self.losses, self.eval_losses, self.last_train = [], [], {}
+        self.status, self.alive = {}, False
+        self._metrics_tail = run.metrics_tail()
+        self._log_tail = run.log_tail()
+        self.query_one("#tr-log", Log).clear()
+        select = self.query_one("#tr-runs", Select)
+        with self.prevent(Select.Changed):
+            if str(run.dir) in self._run_options:
+                select.value = str(run.dir)
+        self.poll()
+
+    def poll(self) -> None:
+        """Read what the trainer wrote since the last poll and redraw."""
+        run = self.run
+        if run is None or self._metrics_tail is None or self._log_tail is None:
+            self._buttons()
+            return
+        records, reset = self._metrics_tail.read_new()
+        if reset:
+            self.losses, self.eval_losses, self.last_train = [], [], {}
+        for record in records:
+            if record.get("kind") == "train" and record.get("loss") is not None:
+                self.losses.append(float(record["loss"]))
+                self.last_train = record
+            elif record.get("kind") == "eval" and record.get("eval_loss") is not None:
+                self.eval_losses.append(float(record["eval_loss"]))
+        if records or reset:
+            self.losses = self.losses[-MAX_POINTS:]
+            self.eval_losses = self.eval_losses[-MAX_POINTS:]
+            self.query_one("#tr-loss", Sparkline).data = list(self.losses)
+            self.query_one("#tr-eval", Sparkline).data = list(self.eval_losses)
+            self._plot_labels()
+        text = self._log_tail.read_new()
+        if text:
+            self.query_one("#tr-log", Log).write(text)
+        self.status = run.status()
+        self.alive = run.alive()  # a stopped trainer may still be writing its last lines
+        self._draw_status()
+        self._buttons()
+
+    def _plot_labels(self) -> None:
+        def describe(name: str, values: list[float]) -> str:
+            if not values:
+                return f"{name}: -"
+            return (f"{name}: {values[-1]:.4f} now, first {values[0]:.4f}, "
+                    f"min {min(values):.4f} ({len(values)} points)")
+
+        self.query_one("#tr-loss-label", Static).update(Text(describe("loss", self.losses)))
+        self.query_one("#tr-eval-label", Static).update(
+            Text(describe("eval loss", self.eval_losses)))
+
+    def _draw_status(self) -> None:
+        assert self.run is not None
+        s, last = self.status, self.last_train
+        step = s.get("step", last.get("step", 0))
+        max_steps = s.get("max_steps", last.get("max_steps")) or "?"
+        mem = last.get("mem_reserved_mb") or last.get("mem_alloc_mb")
+        lines = [
+            f"{self.run.dir}",
+            f"state {s.get('state', '?')}   step {step}/{max_steps}   "
+            f"epoch {_num(last.get('epoch'), '.2f')}   ETA {fmt_duration(s.get('eta_s'))}",
+            f"loss {_num(last.get('loss'))}   eval loss "
+            f"{_num(self.eval_losses[-1] if self.eval_losses else None)}   "
+            f"lr {_num(last.get('lr'), '.2e')}   tokens/s {_num(last.get('tokens_per_s'), '.0f')}"
+            f"   GPU memory {'-' if mem is None else f'{mem:.0f} MB'}",
+        ]
+        if s.get("message"):
+            lines.append(str(s["message"]))
+        self.query_one("#tr-status", Static).update(Text("\n".join(lines)))
+
+    def _buttons(self) -> None:
+        from baize_tui.train.runs import ACTIVE_STATES
+
+        state = self.status.get("state") if self.run is not None else None
+        active = state in ACTIVE_STATES
+        self.query_one("#tr-stop", Button).disabled = not active
+        self.query_one("#tr-kill", Button).disabled = not active
+        self.query_one("#tr-resume", Button).disabled = (
+            self._busy or self.run is None or active or self.alive
+            or state in ("completed", "new", None))
+        adapter_ready = self.run is not None and \
+            (self.run.adapter_dir / "adapter_config.json").exists()
+        self.query_one("#tr-convert", Button).disabled = (
+            self._busy or state != "completed" or not adapter_ready)
+
+    def _message(self, text: str, error: bool = False) -> None:
+        self.query_one("#tr-message", Static).update(Text(text, style="red" if error else ""))
+        if error:
+            self.notify(text, severity="error", markup=False)

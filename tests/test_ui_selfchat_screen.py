@@ -1,0 +1,152 @@
+"""The self-chat screen, driven with Textual's Pilot against a real OpenAI-compatible server
+on 127.0.0.1 (tests/openai_server.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from openai_server import OpenAITestServer
+from textual.app import App
+from textual.widgets import Button, Input, RichLog, Sparkline, Static
+
+from baize_tui.paths import get_paths
+from baize_tui.ui.selfchat_screen import SelfChatScreen
+
+TOPIC = re.compile(r"topic: '(.*)'\. Human statements", re.S)
+
+
+def scripted(body: dict) -> str:
+    """A well-formed v1 transcript about the seed found in the prompt (one seed fails)."""
+    seed = TOPIC.search(body["messages"][-1]["content"]).group(1)
+    if seed.endswith("7?"):
+        return "no tags here at all"  # rejected: no [AI] turn
+    return (f"[Human] Tell me about {seed}.\n[AI] {seed} is a fine topic.\n"
+            f"[Human] Why?\n[AI] Because of {seed}.\n[Human] Thanks!")
+
+
+class Host(App[None]):
+    """A bare app showing only the self-chat screen."""
+
+    def on_mount(self) -> None:
+        self.push_screen(SelfChatScreen())
+
+
+def real_app_in_selfchat_mode() -> App[None]:
+    """The real BaizeApp (with a scripted chat engine) switched to the self-chat mode, so its
+    own quit action is what is tested."""
+    from ui_helpers import ScriptedEngine
+
+    from baize_tui.ui.app import BaizeApp
+
+    engine = ScriptedEngine(["ok"])
+
+    class SelfChatFirst(BaizeApp):
+        def on_ready(self) -> None:
+            self.switch_mode("selfchat")
+
+    return SelfChatFirst(model="scripted", engine_factory=lambda spec, config, n_ctx: engine)
+
+
+async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 20.0,
+                     why: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; {why()}")
+        await pilot.pause(0.05)
+
+
+def text_of(screen: SelfChatScreen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("\n".join(f"Question number {i}?" for i in range(60)) + "\n")
+    out = get_paths().selfchat_dir / "run-a"
+    with OpenAITestServer(scripted, latency=0.15) as server:
+        app = Host()
+        async with app.run_test(size=(160, 50), notifications=False) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SelfChatScreen))
+            screen = app.screen
+            assert isinstance(screen, SelfChatScreen)
+            await pilot.click("#sc-start")  # an empty form names the missing field
+            assert text_of(screen, "#sc-message").startswith("Seeds:")
+            assert screen.runner is None
+            screen.query_one("#sc-seeds", Input).value = str(seeds)
+            screen.query_one("#sc-out", Input).value = str(out)
+            screen.query_one("#sc-model", Input).value = "test-model"
+            screen.query_one("#sc-base-url", Input).value = server.base_url
+            screen.query_one("#sc-concurrency", Input).value = "2"
+            # the template preview shows the first seed of the file, as plain text
+            await wait_until(pilot, lambda: "'Question number 0?'" in text_of(screen, "#sc-preview"))
+            assert text_of(screen, "#sc-preview").startswith("Forget the instruction")
+
+            await pilot.pause(0.3)  # past the Start button's press effect
+            await pilot.click("#sc-start")
+            await wait_until(pilot, lambda: screen.runner is not None and screen.running,
+                             why=lambda: text_of(screen, "#sc-message"))
+            stats = screen.runner.stats
+            await wait_until(pilot, lambda: stats.done >= 4 and stats.rejected >= 1,
+                             why=lambda: text_of(screen, "#sc-counters"))
+            rate = screen.query_one("#sc-rate", Sparkline)
+            await wait_until(pilot, lambda: max(rate.data or [0]) > 0)  # sampled once a second
+            counters = text_of(screen, "#sc-counters")  # drawn by the same tick
+            assert re.search(r"done \d+/60", counters) and "dialogues/min" in counters
+            assert screen.query_one("#sc-stop", Button).disabled is False
+            assert screen.query_one("#sc-start", Button).disabled is True
+            assert len(screen.query_one("#sc-dialogues", RichLog).lines) > 0
+            failures = "\n".join(s.text for s in screen.query_one("#sc-failures", RichLog).lines)
+            assert "no_ai_turn" in failures or "rejected" in failures
+
+            # pause holds new requests; resume carries on
+            await pilot.click("#sc-pause")
+            assert screen.runner.paused
+            await pilot.pause(0.3)  # past the button's press effect
+            await pilot.click("#sc-pause")
+            assert not screen.runner.paused
+
+            await pilot.click("#sc-stop")
+            await wait_until(pilot, lambda: not screen.running, timeout=10)
+            await pilot.pause(0.1)
+            assert "Stopped (stopped)" in text_of(screen, "#sc-message")
+            assert screen.query_one("#sc-start", Button).disabled is False
+            done = stats.done
+            assert 4 <= done < 59
+            lines = (out / "raw.jsonl").read_text().splitlines()
+            assert len(lines) == done
+            assert len({json.loads(line)["id"] for line in lines}) == done
+
+            await pilot.click("#sc-export")
+            target = out / "export-baize.json"
+            await wait_until(pilot, target.exists)
+            assert len(json.loads(target.read_text())) == done
+
+        # a new app re-attaches to the run from its files: the form and the counts
+        app2 = real_app_in_selfchat_mode()
+        async with app2.run_test(size=(160, 50), notifications=False) as pilot:
+            await wait_until(pilot, lambda: isinstance(app2.screen, SelfChatScreen))
+            screen2 = app2.screen
+            assert isinstance(screen2, SelfChatScreen)
+            await wait_until(pilot, lambda: screen2.summary is not None)
+            await pilot.pause(0.1)
+            assert screen2.query_one("#sc-out", Input).value == str(out)
+            assert screen2.query_one("#sc-model", Input).value == "test-model"
+            assert screen2.query_one("#sc-seeds", Input).value == str(seeds)
+            assert text_of(screen2, "#sc-counters").startswith(f"done {done}/60")
+
+            # Start resumes: the remaining seeds, none twice; the app's exit hook stops it
+            await pilot.click("#sc-start")
+            await wait_until(pilot, lambda: screen2.running and screen2.runner.stats.done >= 2,
+                             why=lambda: text_of(screen2, "#sc-message"))
+            assert screen2.runner.stats.previously_done == done
+            await pilot.press("ctrl+q")  # leaving the app stops the run gracefully
+        stats2 = screen2.runner.stats
+        assert stats2.stop_reason == "app exit" and stats2.in_flight == 0
+        ids = [json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids)) == done + stats2.done  # in-flight ones were saved
+        assert done + stats2.done < 59  # stopped, not finished: the rest resume next time
