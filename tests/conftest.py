@@ -89,3 +89,37 @@ def tiny_gguf(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     out = tmp_path_factory.mktemp("gguf") / "tiny-llama-F16.gguf"
     run_merge(MergeRequest(base=str(tiny["llama"]), loras=[], quant="f16", output=out), quiet=True)
     return out
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private Hugging Face cache, so no test reads or fills the user's."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_cache: Path):
+    """The local hub (tests/hub_server.py) on 127.0.0.1, online: HF_ENDPOINT set,
+    HF_HUB_OFFLINE unset.
+
+    huggingface_hub copies HF_ENDPOINT, HF_HUB_OFFLINE and the cache path into
+    ``huggingface_hub.constants`` when first imported, so those are patched too.
+    """
+    import huggingface_hub.constants as hf_constants
+    from hub_server import HubServer
+
+    from baize_tui import models
+
+    server = HubServer(tmp_path / "hub-repos").start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_cache))
+    monkeypatch.setattr(models, "RETRY_WAIT", 0.01)
+    yield server
+    server.stop()

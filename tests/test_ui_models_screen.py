@@ -97,25 +97,6 @@ async def test_lists_sets_default_and_deletes_with_confirmation(local_models: Pa
         assert [m.name for m in screen.models] == ["cut.gguf"]
 
 
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The local hub (tests/hub_server.py), online: see tests/test_models.py's fixture."""
-    import huggingface_hub.constants as hf_constants
-
-    server = HubServer(tmp_path / "hub-repos").start()
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hf_constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
-    yield server
-    server.stop()
-
-
 async def test_get_a_model_from_the_hub_with_progress(hub: HubServer, tiny_gguf: Path) -> None:
     repo_dir = hub.add_repo("someone/tiny-GGUF", files={"README.md": b"# tiny\n"})
     shutil.copy(tiny_gguf, repo_dir / "tiny-llama-Q4_K_M.gguf")

@@ -334,6 +334,8 @@ class FirstRunScreen(Screen["str | None"]):
                 else:
                     yield Static("Run: baize-tui models pull REPO", classes="choice-help",
                                  markup=False)
+                yield Button("Browse models and Baize recipes (F8)", id="browse-models",
+                             compact=True)
             with Vertical(classes="choice", id="choice-endpoint"):
                 yield Static("3. Use an OpenAI-compatible endpoint", classes="choice-title")
                 yield Static("llama.cpp's server, vLLM, Ollama, or a hosted API. The key is "
@@ -376,6 +378,21 @@ class FirstRunScreen(Screen["str | None"]):
             self._error(str(exc))
             return
         self._choose(str(path.resolve()))
+
+    @on(Button.Pressed, "#browse-models")
+    def _browse_models(self) -> None:
+        self.app.switch_mode("models")
+
+    def on_screen_resume(self) -> None:
+        """Back from the models screen: a default chosen there ends the first run."""
+        from baize_tui.config import load_config
+
+        try:
+            chosen = load_config()["model"]["default"]
+        except UserError:
+            return
+        if chosen:
+            self.dismiss(chosen)
 
     @on(Button.Pressed, "#use-endpoint")
     @on(Input.Submitted, "#endpoint-model")
