@@ -526,7 +526,7 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
         partial.unlink(missing_ok=True)
         have = 0
     if size is not None and _free_bytes(models_dir) < size - have + DISK_MARGIN:
-        from baize_convert.pipeline import human_bytes
+        from baize_tui.formatting import human_bytes
 
         raise OperationFailed(
             f"not enough disk space in {models_dir}: {dest.name} needs "
@@ -642,7 +642,7 @@ class RecipePlan:
 
     def describe(self) -> str:
         """A few lines telling the user what happens and what it costs."""
-        from baize_convert.pipeline import human_bytes
+        from baize_tui.formatting import human_bytes
 
         lo, hi = (round(s / 60) for s in self.seconds)
         span = "under a minute" if hi < 1 else f"~{max(lo, 1)}-{max(hi, 1)} min"

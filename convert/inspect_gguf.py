@@ -66,7 +66,7 @@ def print_summary(info: dict[str, Any], *, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return
-    from baize_convert.pipeline import human_bytes
+    from baize_tui.formatting import human_bytes
 
     template = info["chat_template"]
     rows = [

@@ -34,6 +34,7 @@ from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
 from baize_convert.vocab import load_vocab
 from baize_tui.catalog import base_for_adapter
+from baize_tui.formatting import human_bytes
 
 ADAPTER_PATTERNS = ["adapter_config.json", "adapter_model.bin", "adapter_model.safetensors"]
 DISK_MARGIN = 64 * 1024**2
@@ -70,13 +71,6 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError
 
 
 def _spec_name(spec: str) -> str:

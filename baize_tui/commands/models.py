@@ -9,6 +9,8 @@ import shlex
 import sys
 from typing import Any
 
+from baize_tui.formatting import human_bytes
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``models`` subcommand and its actions."""
@@ -59,12 +61,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_default)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -84,12 +80,12 @@ def run_list(args: argparse.Namespace) -> int:
                                     "SOURCE")]
     for m in found:
         if m.broken:
-            rows.append(("!", m.name, "BROKEN", "", "", _human(m.size), "", m.source))
+            rows.append(("!", m.name, "BROKEN", "", "", human_bytes(m.size), "", m.source))
             continue
         template = "baize" if m.baize_template else ("yes" if m.has_chat_template else "no")
         rows.append(("*" if m.is_default else "", m.name,
                      (m.quant or "?") if m.kind == "model" else f"lora {m.quant}",
-                     str(m.context_length or "?"), m.architecture or "?", _human(m.size),
+                     str(m.context_length or "?"), m.architecture or "?", human_bytes(m.size),
                      template, m.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -15,6 +15,7 @@ from typing import Any
 
 from baize_tui.commands.argtypes import positive_float, positive_int
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.formatting import fmt_eta
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,13 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_export)
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _describe(stats: Any) -> str:
@@ -107,7 +101,7 @@ def _describe(stats: Any) -> str:
     waiting = f" [yellow]paused {pause:.0f}s[/]" if pause > 0.5 else ""
     return (f"ok {stats.previously_done + stats.done} fail {stats.failed} rej {stats.rejected} "
             f"fly {stats.in_flight} retry {stats.retries} | {stats.per_minute():.1f}/min | "
-            f"{stats.tokens / 1000:.1f}k tok{cost} | eta {_fmt_eta(stats.eta())}{waiting}")
+            f"{stats.tokens / 1000:.1f}k tok{cost} | eta {fmt_eta(stats.eta())}{waiting}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

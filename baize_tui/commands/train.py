@@ -20,6 +20,7 @@ from baize_tui.commands.argtypes import (
     positive_int,
 )
 from baize_tui.errors import UserError
+from baize_tui.formatting import fmt_eta
 
 # Flag -> TrainConfig field, for flags that map one to one.
 _FLAG_FIELDS = {
@@ -178,13 +179,6 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return config
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -214,7 +208,7 @@ def follow(directory: str) -> int:
         total = status.get("max_steps")
         desc = (f"{status.get('state')} | loss {_fmt(last.get('loss'))} | eval "
                 f"{_fmt(last.get('eval'))} | {_fmt(last.get('tps'), '.0f')} tok/s | eta "
-                f"{_fmt_eta(status.get('eta_s'))}")
+                f"{fmt_eta(status.get('eta_s'))}")
         progress.update(task, total=total, completed=status.get("step") or 0, description=desc)
 
     try:
@@ -266,7 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lr         {_fmt(info['lr'], '.2e')}",
         f"speed      {_fmt(info['tokens_per_s'], '.0f')} tokens/s"
         + (f", {info['mem_reserved_mb']:.0f} MiB GPU reserved" if info["mem_reserved_mb"] else ""),
-        f"eta        {_fmt_eta(info['eta_s'])}",
+        f"eta        {fmt_eta(info['eta_s'])}",
         f"checkpoint {info['checkpoint'] or '-'}",
         f"adapter    {info['adapter'] or '-'}",
     ]

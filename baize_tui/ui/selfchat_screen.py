@@ -41,6 +41,7 @@ from textual.widgets import (
 from textual.worker import Worker, WorkerState
 
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
 
 PRESETS = ("quora", "stackoverflow", "medquad")
@@ -53,14 +54,6 @@ def error_text(exc: BaseException) -> str:
 
 
 
-def fmt_eta(seconds: float | None) -> str:
-    """``h:mm:ss`` / ``mm:ss``, or ``--:--`` when unknown."""
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def latest_run_dir() -> Path | None:

@@ -39,6 +39,7 @@ from textual.widgets import (
 )
 
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
 
 PRESET_LABELS: dict[str, str] = {
@@ -69,16 +70,6 @@ def error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, _ERRORS) else f"{type(exc).__name__}: {exc}"
 
 MAX_POINTS = 400  # loss points kept for the plot
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``h:mm:ss`` / ``mm:ss``, or ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _num(value: Any, fmt: str = ".4f") -> str:
@@ -571,7 +562,7 @@ class TrainScreen(Screen[None]):
         lines = [
             f"{self.run.dir}",
             f"state {s.get('state', '?')}   step {step}/{max_steps}   "
-            f"epoch {_num(last.get('epoch'), '.2f')}   ETA {fmt_duration(s.get('eta_s'))}",
+            f"epoch {_num(last.get('epoch'), '.2f')}   ETA {fmt_eta(s.get('eta_s'))}",
             f"loss {_num(last.get('loss'))}   eval loss "
             f"{_num(self.eval_losses[-1] if self.eval_losses else None)}   "
             f"lr {_num(last.get('lr'), '.2e')}   tokens/s {_num(last.get('tokens_per_s'), '.0f')}"
