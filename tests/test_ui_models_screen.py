@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hub_server import HubServer
 from textual.app import App
 from textual.widgets import Button, DataTable, Input, ProgressBar, Select, Static
+from ui_helpers import wait_until
 
 from baize_tui import models
 from baize_tui.config import load_config
@@ -24,14 +23,6 @@ class Host(App[None]):
     def on_mount(self) -> None:
         self.push_screen(ModelsScreen())
 
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 20.0,
-                     why: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; {why()}")
-        await pilot.pause(0.05)
 
 
 def status(app: App, selector: str) -> str:

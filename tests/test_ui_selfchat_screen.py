@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from openai_server import OpenAITestServer
 from textual.app import App
 from textual.widgets import Button, Input, RichLog, Sparkline, Static
+from ui_helpers import wait_until
 
 from baize_tui.paths import get_paths
 from baize_tui.ui.selfchat_screen import SelfChatScreen
@@ -50,14 +49,6 @@ def real_app_in_selfchat_mode() -> App[None]:
 
     return SelfChatFirst(model="scripted", engine_factory=lambda spec, config, n_ctx: engine)
 
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 20.0,
-                     why: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; {why()}")
-        await pilot.pause(0.05)
 
 
 def text_of(screen: SelfChatScreen, selector: str) -> str:

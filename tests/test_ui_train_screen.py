@@ -4,13 +4,12 @@ form, its metrics arrive in the run view, and a new app re-attaches to it from i
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from textual.app import App
 from textual.widgets import Button, Input, Log, Select, Sparkline, Static
+from ui_helpers import wait_until
 
 from baize_tui.paths import get_paths
 from baize_tui.selfchat.transcript import render_baize
@@ -39,14 +38,6 @@ class Host(App[None]):
     def on_mount(self) -> None:
         self.push_screen(TrainScreen())
 
-
-async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 20.0,
-                     why: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; {why()}")
-        await pilot.pause(0.1)
 
 
 def text_of(screen: TrainScreen, selector: str) -> str:

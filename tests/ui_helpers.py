@@ -62,11 +62,13 @@ class ScriptedEngine:
 
 
 async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float = 20.0,
-                     what: str = "condition") -> None:
-    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds."""
+                     what: str = "condition", why: Callable[[], str] | None = None) -> None:
+    """Let the app run until ``predicate()`` is true; fail after ``timeout`` seconds, saying
+    what was awaited and (``why``) what the screen showed then."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            detail = f"; {why()}" if why is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{detail}")
         await pilot.pause(0.02)
     await asyncio.sleep(0)
