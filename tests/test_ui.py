@@ -25,7 +25,7 @@ from baize_tui.ui.screens import (
     PromptScreen,
     SettingsScreen,
 )
-from baize_tui.ui.sidebar import ConversationItem
+from baize_tui.ui.sidebar import ConversationItem, Sidebar
 from baize_tui.ui.widgets import ChatInput, MessageView
 
 SIZE = (110, 36)
@@ -608,3 +608,40 @@ async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
         await pilot.pause(0.3)
         assert len(view.segments) == 1
         assert render_signature(view) == streamed
+
+
+async def test_full_context_keeps_the_prompt_start_across_turns() -> None:
+    """The screen makes a new ChatSession per turn; once old turns must go, the prompt's start
+    must still stay put from turn to turn (else llama.cpp re-reads everything each turn)."""
+    engine = ScriptedEngine(["A fine answer with several words in it. "] * 8, n_ctx=900)
+    set_value("chat.max_new_tokens", 8)
+    set_value("chat.system_prompt", "You are Baize.")
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        for i in range(18):
+            screen.prompt_box.text = f"question {i} about something long enough"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: not screen.busy, what=f"turn {i}")
+    prompts = engine.prompts
+    dropped = [i for i in range(1, len(prompts)) if not prompts[i].startswith(prompts[i - 1])]
+    assert len(dropped) >= 1, "the context never filled up"
+    continued = [i for i in range(dropped[0] + 1, len(prompts)) if i not in dropped]
+    assert len(continued) > len(dropped)  # most turns extend the previous prompt
+
+
+async def test_a_conversation_deleted_elsewhere_is_reported_not_fatal() -> None:
+    engine = ScriptedEngine(["hello"])
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.press(*"hi", "enter")
+        await wait_until(pilot, lambda: not screen.busy and screen.conversation_id is not None)
+        gone = screen.conversation_id
+        with HistoryStore() as other_window:
+            other_window.delete_conversation(gone)
+        screen.sidebar.post_message(Sidebar.Open(gone))
+        await pilot.pause(0.3)
+        screen.conversation_action("rename", gone)
+        await pilot.pause(0.3)
+        assert app.is_running and app.screen is screen

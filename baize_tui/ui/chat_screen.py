@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from baize_tui.chat import ChatSession, ChatTurn
-from baize_tui.history import Message
+from baize_tui.history import Message, NotFoundError
 from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
@@ -85,6 +85,10 @@ class ChatScreen(Screen[None]):
         self._editing: Message | None = None
         self._last_sent = ""
         self._spin_timer: Any = None
+        # Per conversation, the oldest turn its last prompt kept: a new ChatSession per turn
+        # starts from it, so once the context is full the prompt's start stays put and
+        # llama.cpp's KV cache keeps serving (see ChatSession.first_kept).
+        self._first_kept: dict[int, int] = {}
 
     @property
     def baize(self) -> BaizeApp:
@@ -307,17 +311,21 @@ class ChatScreen(Screen[None]):
                 leaf = editing.parent_id if editing is not None else None
                 session = ChatSession.resume(engine, history, conversation_id,
                                              params=settings.params, leaf_id=leaf)
+                if editing is None:  # same thread: keep the prompt's start (and the KV cache)
+                    session.first_kept = self._first_kept.get(conversation_id, 0)
             turn = session.send(text, cancel)
+            if session.conversation_id is not None:
+                self._first_kept[session.conversation_id] = session.first_kept
             if conversation_id is None and session.conversation_id is not None:
                 history.update_conversation(session.conversation_id,
                                             params=settings.stored_params())
             return turn
 
+        self.busy = True  # until the worker ends (a second Enter must not send twice)
         user_view = MessageView("user", text)
         reply_view = MessageView("assistant")
         await self.transcript.mount_all([user_view, reply_view])
         self.transcript.scroll_end(animate=False)
-        self.busy = True  # until the worker ends (a second Enter must not send twice)
         self._generate(start, reply_view, user_view, typed if typed is not None else text)
 
     @work(exclusive=True, group="generate")
@@ -490,9 +498,11 @@ class ChatScreen(Screen[None]):
         def start(cancel: threading.Event) -> ChatTurn:
             assert engine is not None
             session = ChatSession.resume(engine, history, conversation_id, params=params)
-            return session.regenerate(cancel)
+            session.first_kept = self._first_kept.get(conversation_id, 0)
+            turn = session.regenerate(cancel)
+            self._first_kept[conversation_id] = session.first_kept
+            return turn
 
-        self.busy = True
         self._generate(start, reply_view, None, None)
 
     def action_edit_last(self) -> None:
@@ -657,8 +667,18 @@ class ChatScreen(Screen[None]):
 
     @on(Sidebar.Open)
     async def _open(self, event: Sidebar.Open) -> None:
-        await self.open_conversation(event.conversation_id)
+        try:
+            await self.open_conversation(event.conversation_id)
+        except NotFoundError:
+            self._gone(event.conversation_id)
+            return
         self.prompt_box.focus()
+
+    def _gone(self, conversation_id: int) -> None:
+        """A conversation listed here was deleted elsewhere (another app window, the CLI)."""
+        self.notify(f"Conversation {conversation_id} no longer exists (deleted elsewhere).",
+                    severity="warning")
+        self.sidebar.reload()
 
     @on(Sidebar.Action)
     def _sidebar_action(self, event: Sidebar.Action) -> None:
@@ -668,7 +688,11 @@ class ChatScreen(Screen[None]):
     async def conversation_action(self, action: str, conversation_id: int) -> None:
         """Rename, archive/restore or delete a conversation (asking first where it should)."""
         history = self.baize.history
-        conv = history.get_conversation(conversation_id)
+        try:
+            conv = history.get_conversation(conversation_id)
+        except NotFoundError:
+            self._gone(conversation_id)
+            return
         if action == "rename":
             title = await self.app.push_screen_wait(
                 PromptScreen("New title:", conv.display_title, ok_label="Rename"))
