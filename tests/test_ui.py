@@ -268,7 +268,10 @@ async def test_escape_stops_and_keeps_the_partial_reply_marked_stopped() -> None
 
 
 async def test_partial_reply_is_saved_while_streaming() -> None:
-    engine = ScriptedEngine([f"w{i} " for i in range(3000)], delay=0.01)
+    # 3,000 pieces 10 ms apart: still streaming when the partial save is checked, even on a
+    # loaded machine (the reply budget and context are raised to let it run that long).
+    engine = ScriptedEngine([f"w{i} " for i in range(3000)], delay=0.01, n_ctx=8192)
+    set_value("chat.max_new_tokens", 3000)
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
@@ -551,7 +554,8 @@ async def test_dropped_turns_are_shown_in_the_status_line() -> None:
 
 
 async def test_quit_while_generating_saves_the_partial_reply() -> None:
-    engine = ScriptedEngine([f"w{i} " for i in range(1000)], delay=0.01)
+    engine = ScriptedEngine([f"w{i} " for i in range(3000)], delay=0.01, n_ctx=8192)
+    set_value("chat.max_new_tokens", 3000)  # still streaming when ctrl+q comes, however slow
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
