@@ -226,3 +226,31 @@ def test_bad_lines_middle_and_last(tmp_path: Path) -> None:
     assert any("unparsable last" in w for w in store.warnings)
     assert f.read_text() == '{"id": "a"}\nnot json\n{"id": "b"}\n'
     store.close()
+
+
+def test_v2_exports_keep_every_turn(tmp_path: Path) -> None:
+    """v2 turns are each a complete, paid-for call: the v1 'drop the last chunk' rule must not
+    throw the last one away."""
+    from baize_tui.selfchat import templates as tpl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    turns = [("Q1", "A1"), ("Q2", "A2"), ("Q3", "A3")]
+    record = {"id": seed_id("s"), "seed": "s", "mode": "v2", "transcript": tpl.v2_transcript(turns)}
+    (run / "raw.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    export_run(run, "messages", tmp_path / "m.jsonl")
+    (line,) = (tmp_path / "m.jsonl").read_text(encoding="utf-8").splitlines()
+    assert turns_from_messages(json.loads(line)["messages"]) == turns
+    export_run(run, "baize", tmp_path / "b.json")
+    (item,) = json.loads((tmp_path / "b.json").read_text())
+    assert item["input"].count("[|AI|] ") == 3
+
+
+def test_seed_files_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" and Notepad write a BOM; it must not become part of a name or seed."""
+    csv_file = tmp_path / "seeds.csv"
+    csv_file.write_bytes("question,answer\nWhat is tea?,A drink\n".encode("utf-8-sig"))
+    assert [s.text for s in load_seeds(str(csv_file), field="question")] == ["What is tea?"]
+    txt = tmp_path / "seeds.txt"
+    txt.write_bytes("First?\nSecond?\n".encode("utf-8-sig"))
+    assert [s.text for s in load_seeds(str(txt))] == ["First?", "Second?"]

@@ -8,7 +8,9 @@
     chat JSONL, one ``{"messages": [{"role": "user"|"assistant", "content": ...}, ...]}`` per
     dialogue, with the same turns as the baize export.
 
-Both drop the transcript's last chunk like ``preprocess.py`` unless ``keep_last_turn``.
+Both drop a v1 transcript's last chunk like ``preprocess.py`` (it is usually a closing
+"thanks" or a turn cut off mid-way) unless ``keep_last_turn``. A v2 transcript is built from
+complete, separately generated turns, so nothing is dropped from it.
 Files are written atomically.
 """
 
@@ -39,7 +41,8 @@ class ExportResult:
 
 def record_turns(record: dict[str, Any], *, keep_last_turn: bool = False) -> list[tuple[str, str]]:
     """The exported turns of one raw.jsonl record (preprocess rules on its transcript)."""
-    return baize_turns(record.get("transcript") or "", keep_last_turn=keep_last_turn)
+    complete = keep_last_turn or record.get("mode") == "v2"
+    return baize_turns(record.get("transcript") or "", keep_last_turn=complete)
 
 
 def baize_items(records: Iterable[dict[str, Any]], *, keep_last_turn: bool = False) -> list[dict[str, str]]:

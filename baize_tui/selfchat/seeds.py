@@ -109,7 +109,7 @@ def _texts_from_records(records: Iterable[Any], field: str | None, where: str) -
 
 def _read_jsonl(path: Path, field: str | None) -> list[str]:
     records = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -122,7 +122,7 @@ def _read_jsonl(path: Path, field: str | None) -> list[str]:
 
 def _read_json(path: Path, field: str | None) -> list[str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except ValueError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
     if isinstance(data, dict):
@@ -136,7 +136,7 @@ def _read_json(path: Path, field: str | None) -> list[str]:
 
 
 def _read_csv(path: Path, field: str | None) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         if not columns:
@@ -156,7 +156,7 @@ def _read_csv(path: Path, field: str | None) -> list[str]:
 
 
 def _read_text(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+    return path.read_text(encoding="utf-8-sig").splitlines()
 
 
 def load_preset(name: str, field: str | None = None) -> list[str]:

@@ -416,16 +416,16 @@ class FirstRunScreen(Screen["str | None"]):
             return
         self._error("")
         self.query_one("#pull", Button).disabled = True
-        self.query_one("#pull-progress", ProgressBar).display = True
-        self._download(repo, filename)
+        bar = self.query_one("#pull-progress", ProgressBar)
+        bar.display = True
+        self._cancel_download = threading.Event()
+        self._download(repo, filename, bar, self._cancel_download)
 
     @work(thread=True, exclusive=True, group="download")
-    def _download(self, repo: str, filename: str) -> None:
+    def _download(self, repo: str, filename: str, bar: ProgressBar,
+                  cancel: threading.Event) -> None:
+        """Runs in a thread: widgets are only touched through ``call_from_thread``."""
         from baize_tui import models
-
-        cancel = threading.Event()
-        self._cancel_download = cancel
-        bar = self.query_one("#pull-progress", ProgressBar)
 
         def progress(stage: str, done: int, total: int | None) -> None:
             self.app.call_from_thread(bar.update, total=total, progress=done)
