@@ -167,3 +167,27 @@ def test_regenerate_without_history_after_an_empty_reply_keeps_earlier_turns(
     again.run()
     assert session.turns[0].user == "First question"  # the good first answer stays
     assert again.prepared.prompt.endswith("[|Human|]Second question\n[|AI|]")
+
+
+def test_a_streaming_reply_is_saved_before_it_ends() -> None:
+    """Through ChatSession itself (not the store alone): while a reply streams, its text so far
+    is in history, marked incomplete, so a crash at that moment loses nothing shown."""
+    import time
+
+    from ui_helpers import ScriptedEngine
+
+    engine = ScriptedEngine([f"w{i} " for i in range(400)], delay=0.01)
+    with HistoryStore() as store:
+        session = ChatSession(engine, history=store, params=SamplingParams(max_new_tokens=400))
+        session.partial_save_s = 0.2
+        turn = session.send("talk for a while")
+        shown = ""
+        started = time.monotonic()
+        for piece in turn:
+            shown += piece
+            if time.monotonic() - started > 1.0:
+                break
+        saved = store.get_message(turn.reply_message_id)
+        assert saved.text and shown.startswith(saved.text.strip()[:20])
+        assert not saved.complete and saved.finish_reason is None
+        turn.close()
