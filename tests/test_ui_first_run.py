@@ -57,3 +57,27 @@ async def test_first_run_reaches_the_models_screen(tiny_gguf: Path) -> None:
         await wait_until(pilot, lambda: app.model_state == "ready", timeout=60)
         assert isinstance(app.screen, ChatScreen)
         assert Path(app.model_spec).resolve() == local.resolve()
+
+
+async def test_a_default_chosen_later_is_used_by_new_chats(tiny_gguf: Path, tmp_path: Path) -> None:
+    first = get_paths().models_dir / "first.gguf"
+    second = get_paths().models_dir / "second.gguf"
+    first.parent.mkdir(parents=True)
+    shutil.copy(tiny_gguf, first)
+    shutil.copy(tiny_gguf, second)
+    set_value("model.default", str(first))
+    app = BaizeApp()
+    async with app.run_test(size=SIZE, notifications=False) as pilot:
+        await wait_until(pilot, lambda: app.model_state == "ready", timeout=60)
+        await pilot.press("f8")
+        await wait_until(pilot, lambda: isinstance(app.screen, ModelsScreen))
+        screen = app.screen
+        table = screen.query_one("#models", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 2)
+        table.focus()
+        table.move_cursor(row=[m.path for m in screen.models].index(second))
+        await pilot.press("d")
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.model_state == "ready"
+                         and Path(app.model_spec) == second, timeout=60)
+        assert Path(app.screen.settings.model) == second

@@ -150,6 +150,19 @@ class BaizeApp(App[None]):
                 screen.settings = replace(screen.settings, model=spec)
             self.ensure_model(spec, None)
 
+    def default_model_changed(self, spec: str) -> None:
+        """A new default model (chosen on the models screen): new chats use it; an open
+        conversation keeps the model it was started with."""
+        self.config = load_config()
+        self.model_spec = spec
+        screen = self.get_screen_for_mode("chat")
+        if isinstance(screen, ChatScreen) and screen.conversation_id is None \
+                and screen.settings is not None:
+            from dataclasses import replace
+
+            screen.settings = replace(screen.settings, model=spec)
+            self.ensure_model(spec, screen.settings.n_ctx)
+
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
         """The base screen of a mode, if it has been created."""
         stack = self._screen_stacks.get(mode)

@@ -285,6 +285,9 @@ class ModelsScreen(Screen[None]):
             return
         self._status(f"Default model: {chosen.path}")
         self.notify(f"{chosen.name} is now the default model", markup=False)
+        default_changed = getattr(self.app, "default_model_changed", None)
+        if default_changed is not None:  # the chat app: new chats use it from now on
+            default_changed(str(chosen.path))
         self.refresh_models()
 
     @on(Button.Pressed, "#delete")
