@@ -141,3 +141,42 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
         ids = [json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()]
         assert len(ids) == len(set(ids)) == done + stats2.done  # in-flight ones were saved
         assert done + stats2.done < 59  # stopped, not finished: the rest resume next time
+
+
+async def test_continues_a_run_started_on_the_command_line(tmp_path: Path) -> None:
+    """Settings the form does not show (sampling, seed field, shuffle, limit) come from the
+    run itself, so the screen resumes a CLI run instead of refusing it or reading other seeds."""
+    import os
+    import subprocess
+    import sys
+
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("question,answer\n" + "".join(f"Question number {i}?,x\n" for i in range(40)))
+    out = get_paths().selfchat_dir / "cli-run"
+    with OpenAITestServer(scripted, latency=0.05) as server:
+        cli = subprocess.run(
+            [sys.executable, "-m", "baize_tui.cli", "selfchat", "run", "--seeds", str(seeds),
+             "--seed-field", "question", "--shuffle", "3", "--limit", "6", "--out", str(out),
+             "--model", "test-model", "--base-url", server.base_url, "--temperature", "0.7",
+             "--max-tokens", "300"],
+            capture_output=True, text=True, env=dict(os.environ), timeout=120)
+        assert cli.returncode == 0, cli.stderr
+        first_ids = {json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()}
+        app = Host()
+        async with app.run_test(size=(160, 50), notifications=False) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, SelfChatScreen))
+            screen = app.screen
+            screen.query_one("#sc-seeds", Input).value = str(seeds)
+            screen.query_one("#sc-out", Input).value = str(out)
+            screen.query_one("#sc-model", Input).value = "test-model"
+            screen.query_one("#sc-base-url", Input).value = server.base_url
+            await pilot.pause(0.3)
+            await pilot.click("#sc-start")
+            await wait_until(pilot, lambda: screen.runner is not None and not screen.running,
+                             timeout=30, why=lambda: text_of(screen, "#sc-message"))
+            assert "other settings" not in text_of(screen, "#sc-message")
+            assert screen.runner.stats.previously_done == len(first_ids)
+    sent = [r.body for r in server.requests]
+    assert all(b.get("temperature") == 0.7 and b.get("max_tokens") == 300 for b in sent)
+    ids = [json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and set(ids) == first_ids  # the same six seeds, once each

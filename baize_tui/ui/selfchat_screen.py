@@ -369,21 +369,48 @@ class SelfChatScreen(Screen[None]):
         except UserError as exc:
             self._message(str(exc), True)
             return
+        seed_options = {"limit": limit}
+        saved = self._saved_state(Path(out).expanduser())
+        if saved is not None:
+            # Continuing a run (perhaps one started on the command line): settings the form
+            # does not show come from the run itself, so it resumes instead of refusing or
+            # silently reading a different seed set.
+            old_config = saved.get("config") or {}
+            for key in ("temperature", "max_tokens", "min_turns", "tpm"):
+                if key in old_config:
+                    setattr(run_config, key, old_config[key])
+            old_seeds = saved.get("seeds") or {}
+            if old_seeds.get("source") == seeds:
+                for key in ("field", "shuffle", "shard"):
+                    if old_seeds.get(key) is not None:
+                        seed_options[key] = old_seeds[key]
+                if limit is None:
+                    seed_options["limit"] = old_seeds.get("limit")
         self._message("Loading seeds…")
         self.query_one("#sc-start", Button).disabled = True
-        self._prepare(seeds, limit, Path(out).expanduser(), run_config, api_key)
+        self._prepare(seeds, seed_options, Path(out).expanduser(), run_config, api_key)
+
+    @staticmethod
+    def _saved_state(out: Path) -> dict[str, Any] | None:
+        """The run directory's state.json, if it already holds a run."""
+        import json
+
+        try:
+            return json.loads((out / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
 
     @work(thread=True, exclusive=True, group="selfchat-prepare", exit_on_error=False)
-    def _prepare(self, source: str, limit: int | None, out: Path, run_config: Any,
+    def _prepare(self, source: str, seed_options: dict[str, Any], out: Path, run_config: Any,
                  api_key: str) -> None:
         from baize_tui.selfchat.run import open_run
         from baize_tui.selfchat.seeds import load_seeds
 
         try:
-            seeds = load_seeds(source, limit=limit)
+            seeds = load_seeds(source, **seed_options)
             if not seeds:
                 raise UserError(f"{source}: no seeds (after dropping empty lines and duplicates)")
-            store = open_run(out, run_config, seeds, seeds_info={"source": source, "limit": limit})
+            store = open_run(out, run_config, seeds, seeds_info={"source": source, **seed_options})
         except Exception as exc:  # shown, never raised
             self.app.call_from_thread(self._prepare_failed, error_text(exc))
             return
