@@ -254,3 +254,14 @@ def test_seed_files_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
     txt = tmp_path / "seeds.txt"
     txt.write_bytes("First?\nSecond?\n".encode("utf-8-sig"))
     assert [s.text for s in load_seeds(str(txt))] == ["First?", "Second?"]
+
+
+def test_two_runs_cannot_share_a_directory(tmp_path: Path) -> None:
+    from baize_tui.selfchat.store import RunStore
+
+    first = RunStore(tmp_path / "run")
+    with pytest.raises(UserError, match="another self-chat run"):
+        RunStore(tmp_path / "run")
+    RunStore(tmp_path / "run", create=False, readonly=True).close()  # reports still read it
+    first.close()
+    RunStore(tmp_path / "run").close()  # free again once the first run closed

@@ -112,6 +112,22 @@ class JsonlAppender:
             self._fd = None
 
 
+def _lock_run_dir(directory: Path) -> int:
+    """Hold ``OUT/.lock`` for as long as a run writes here: two runs in one directory would
+    ask (and pay for) the same seeds twice. The lock dies with the process, so a killed run
+    never leaves the directory locked."""
+    import fcntl
+
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"{directory}: another self-chat run is writing here; wait for it or "
+                        "stop it (or use another --out)") from None
+    return fd
+
+
 class RunStore:
     """The files of one run directory, opened for resume (or ``readonly`` for reports)."""
 
@@ -127,6 +143,9 @@ class RunStore:
                 raise OperationFailed(f"{self.dir}: cannot create ({exc.strerror})") from None
         elif not self.dir.is_dir():
             raise UserError(f"{self.dir}: no such run directory")
+        self._lock_fd: int | None = None
+        if not readonly:
+            self._lock_fd = _lock_run_dir(self.dir)
         self.fsync = fsync
         self.warnings: list[str] = []
         self.raw_records, w1 = repair_jsonl(self.raw_path, truncate=not readonly)
@@ -223,7 +242,10 @@ class RunStore:
         self._events.flush()
 
     def close(self) -> None:
-        """Close every open file."""
+        """Close every open file (and let another run use the directory)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         for appender in (self._raw, self._failed):
             if appender is not None:
                 appender.close()
