@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -392,7 +393,10 @@ class ChatScreen(Screen[None]):
                 self.baize.running_turns.discard(running)
             self.busy = False
             self._cancel = None
-            self._model_state_changed(self.baize.model_state)
+            try:
+                self._model_state_changed(self.baize.model_state)
+            except NoMatches:  # the app is closing mid-reply: the status line is already gone
+                log.debug("status line gone while a reply ended", exc_info=True)
 
     def _turn_started(self, turn: ChatTurn, reply: MessageView, user: MessageView | None) -> None:
         if user is not None:
