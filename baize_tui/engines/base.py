@@ -228,3 +228,30 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free the model / connection."""
         ...
+
+
+class PromptEngine:
+    """The ``stream`` shared by local engines that take a rendered prompt string and draw a
+    seed per turn (llama.cpp, transformers); subclasses write ``_pieces``."""
+
+    engine_label = "this"
+
+    def stream(
+        self,
+        prompt: PromptOrMessages,
+        params: SamplingParams,
+        cancel: threading.Event | None = None,
+        *,
+        stop: Sequence[str] = (),
+    ) -> Generation:
+        """Start generating; see :class:`Engine`."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"the {self.engine_label} engine takes a rendered prompt string")
+        stats = TurnStats.seeded(params)
+        return Generation(self._pieces(prompt, params, cancel or threading.Event(), stop, stats),
+                          stats)
+
+    def _pieces(self, prompt: str, params: SamplingParams, cancel: threading.Event,
+                stop: Sequence[str], stats: TurnStats) -> Iterator[str]:
+        raise NotImplementedError
+

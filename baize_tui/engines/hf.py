@@ -15,7 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from baize_tui.engines.base import Generation, PromptOrMessages, SamplingParams, TurnStats
+from baize_tui.engines.base import (
+    PromptEngine,
+    SamplingParams,
+    TurnStats,
+)
 from baize_tui.errors import OperationFailed, UserError
 
 log = logging.getLogger("baize_tui.hf")
@@ -33,10 +37,11 @@ def _import_stack() -> tuple[Any, Any]:
     return torch, transformers
 
 
-class HFEngine:
+class HFEngine(PromptEngine):
     """A Hugging Face LLaMA checkpoint, with an optional PEFT LoRA adapter on top."""
 
     takes_messages = False
+    engine_label = "hf"
 
     def __init__(self, base: str, lora: str | None = None, *, device: str | None = None) -> None:
         if not base:
@@ -89,19 +94,6 @@ class HFEngine:
         extra = f" + {Path(self.lora).name or self.lora}" if self.lora else ""
         return f"transformers · {name}{extra} on {self.device}"
 
-    def stream(
-        self,
-        prompt: PromptOrMessages,
-        params: SamplingParams,
-        cancel: threading.Event | None = None,
-        *,
-        stop: Sequence[str] = (),
-    ) -> Generation:
-        if not isinstance(prompt, str):
-            raise TypeError("the hf engine takes a rendered prompt string")
-        stats = TurnStats.seeded(params)
-        return Generation(self._pieces(prompt, params, cancel or threading.Event(), stop, stats),
-                          stats)
 
     def _pieces(
         self,

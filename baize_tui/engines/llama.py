@@ -34,7 +34,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from baize_tui.engines.base import Generation, PromptOrMessages, SamplingParams, TurnStats
+from baize_tui.engines.base import (
+    PromptEngine,
+    SamplingParams,
+    TurnStats,
+)
 from baize_tui.errors import OperationFailed, UserError
 
 log = logging.getLogger("baize_tui.llama_cpp")
@@ -216,7 +220,7 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
     return info
 
 
-class LlamaEngine:
+class LlamaEngine(PromptEngine):
     """A GGUF model in llama.cpp, keeping its KV cache between turns.
 
     ``n_ctx`` is the model's trained context, capped at ``max_ctx``. Generation is serialised
@@ -224,6 +228,7 @@ class LlamaEngine:
     """
 
     takes_messages = False
+    engine_label = "llama.cpp"
 
     def __init__(
         self,
@@ -299,19 +304,6 @@ class LlamaEngine:
         name = self.info.get("name") or self.path.stem
         return f"llama.cpp · {name} ({self.path.name}, n_ctx {self._n_ctx}, {self.n_threads} threads)"
 
-    def stream(
-        self,
-        prompt: PromptOrMessages,
-        params: SamplingParams,
-        cancel: threading.Event | None = None,
-        *,
-        stop: Sequence[str] = (),
-    ) -> Generation:
-        if not isinstance(prompt, str):
-            raise TypeError("the llama.cpp engine takes a rendered prompt string")
-        stats = TurnStats.seeded(params)
-        return Generation(self._pieces(prompt, params, cancel or threading.Event(), stop, stats),
-                          stats)
 
     def _pieces(
         self,
