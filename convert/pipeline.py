@@ -31,7 +31,7 @@ from baize_convert.hf_export import HFShardWriter
 from baize_convert.hub import resolve_dir, resolve_model_dir
 from baize_convert.inspect_gguf import open_header
 from baize_convert.lora import Adapter
-from baize_convert.quantize import QuantType, llama_quantize, parse_quant, tensor_nbytes
+from baize_convert.quantize import QuantType, llama_quantize, parse_quant
 from baize_convert.vocab import load_vocab
 from baize_tui.catalog import base_for_adapter
 from baize_tui.formatting import human_bytes
@@ -212,10 +212,10 @@ def _chat_template() -> str:
 
 
 def _progress(total_bytes: int, n_tensors: int, label: str):
+    """A rich progress bar over bytes, with a tensor count and an ETA."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
@@ -228,7 +228,7 @@ def _progress(total_bytes: int, n_tensors: int, label: str):
         transient=True, redirect_stdout=False,
     )
     task = progress.add_task(label, total=total_bytes, tensors=f"0/{n_tensors} tensors")
-    return progress, task, MofNCompleteColumn
+    return progress, task
 
 
 def open_inputs(base: str | None, loras: list[str]) -> tuple[Checkpoint, list[Adapter]]:
@@ -278,18 +278,16 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
     name = request.name or (_spec_name(request.loras[-1]) if request.loras else _spec_name(base_spec))
 
     total_in = sum(ckpt.refs[p.hf_name].n_elements * 4 for p in plans)
-    progress, task, _ = _progress(total_in, len(plans), f"merging → {write_qt.label}")
-    done = [0]
-
-    done_bytes = [0]
+    progress, task = _progress(total_in, len(plans), f"merging → {write_qt.label}")
+    done = [0, 0]  # tensors, bytes of float32 input
 
     def on_tensor(p) -> None:
+        nbytes = ckpt.refs[p.hf_name].n_elements * 4
         done[0] += 1
-        done_bytes[0] += ckpt.refs[p.hf_name].n_elements * 4
-        progress.update(task, advance=ckpt.refs[p.hf_name].n_elements * 4,
-                        tensors=f"{done[0]}/{len(plans)} tensors")
+        done[1] += nbytes
+        progress.update(task, advance=nbytes, tensors=f"{done[0]}/{len(plans)} tensors")
         if progress_cb is not None:
-            progress_cb(f"converting to {write_qt.label}", done_bytes[0], total_in)
+            progress_cb(f"converting to {write_qt.label}", done[1], total_in)
 
     hf_writer = None
     with contextlib.ExitStack() as stack:
@@ -389,4 +387,4 @@ def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype
     return output
 
 
-__all__ = ["MergeRequest", "MergeResult", "run_merge", "run_lora_export", "tensor_nbytes"]
+__all__ = ["MergeRequest", "MergeResult", "run_merge", "run_lora_export"]
