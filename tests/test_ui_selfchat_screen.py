@@ -91,8 +91,13 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             assert screen.query_one("#sc-stop", Button).disabled is False
             assert screen.query_one("#sc-start", Button).disabled is True
             assert len(screen.query_one("#sc-dialogues", RichLog).lines) > 0
-            failures = "\n".join(s.text for s in screen.query_one("#sc-failures", RichLog).lines)
-            assert "no_ai_turn" in failures or "rejected" in failures
+
+            def failures() -> str:
+                return "\n".join(s.text for s in screen.query_one("#sc-failures", RichLog).lines)
+
+            # the counter moves at once; the failure list is drawn on the screen's next tick
+            await wait_until(pilot, lambda: "no_ai_turn" in failures() or "rejected" in failures(),
+                             why=failures)
 
             # pause holds new requests; resume carries on
             await pilot.click("#sc-pause")
