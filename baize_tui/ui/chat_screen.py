@@ -370,6 +370,10 @@ class ChatScreen(Screen[None]):
                     reply.spin()
                     continue
                 if kind == "piece":
+                    if turn is not None and reply.info.message_id is None:
+                        # The reply row is written when the turn's first piece is pulled, which
+                        # may be after the "turn" event was handled.
+                        reply.info.message_id = turn.reply_message_id
                     await reply.feed(value)
                 elif kind == "turn":
                     turn = value
