@@ -164,26 +164,38 @@ def bench_anchor(pieces: list[str], rate: float) -> dict[str, float]:
     return result
 
 
-def render_signature(view: Any) -> list[tuple[str, int, int, list[str]]]:
-    """What a reply looks like on screen: for every leaf widget of its body, its type, its
-    offset and height within the body, and its rendered text lines."""
-    from textual.geometry import Region
+def capture_lines(widget: Any) -> list[Any]:
+    """The lines ``widget`` (with everything inside it) shows, drawn by a compositor of its
+    own (so a widget scrolled out of view is drawn too)."""
+    from textual._compositor import Compositor
+    from textual.geometry import Size
 
-    body = view.body
-    top = body.region.y
+    size = widget.region.size
+    compositor = Compositor()
+    compositor.reflow(widget, Size(size.width, size.height))
+    return compositor.render_strips()
+
+
+def line_signature(widget: Any) -> list[list[tuple[str, str]]]:
+    """What ``widget`` looks like on screen: per line, its runs of (text, style), with link
+    and click metadata dropped (those name widgets, which differ between two renders)."""
     out = []
-    for widget in body.walk_children():
-        if widget.children:
-            continue
-        region = widget.region
-        lines = [strip.text.rstrip() for strip in
-                 widget.render_lines(Region(0, 0, region.width, region.height))]
-        out.append((type(widget).__name__, region.y - top, region.height, lines))
+    for strip in capture_lines(widget):
+        runs: list[tuple[str, str]] = []
+        for seg in strip:
+            style = str(seg.style.clear_meta_and_links()) if seg.style else ""
+            if runs and runs[-1][1] == style:
+                runs[-1] = (runs[-1][0] + seg.text, style)
+            else:
+                runs.append((seg.text, style))
+        out.append(runs)
     return out
 
 
 def bench_chat(pieces: list[str], rate: float) -> dict[str, Any]:
     """The chat screen, end to end (session, history, stop filter, batched stream)."""
+    from textual.screen import Screen
+
     from baize_tui.history import HistoryStore
     from baize_tui.ui.app import BaizeApp
     from baize_tui.ui.widgets import MessageView
@@ -192,6 +204,28 @@ def bench_chat(pieces: list[str], rate: float) -> dict[str, Any]:
     result: dict[str, Any] = {}
     home = Path(tempfile.mkdtemp(prefix="baize-bench-"))
     os.environ["BAIZE_HOME"] = str(home)
+
+    # When the whole reply was handed to the screen, and when the next frame was drawn.
+    record: dict[str, Any] = {}
+    full_text = "".join(pieces).strip()
+    original_flush = MessageView.flush
+    original_frame = Screen._compositor_refresh
+
+    async def recording_flush(view: MessageView) -> None:
+        before = len(view.text) - sum(map(len, view._pending))
+        await original_flush(view)
+        if len(view.text) > before:
+            record["writes"] = record.get("writes", 0) + 1
+        if "final_write" not in record and view.text.strip() == full_text:
+            record["final_write"] = time.perf_counter()
+
+    def recording_frame(screen: Screen) -> None:
+        original_frame(screen)
+        if "final_write" in record and "final_frame" not in record:
+            record["final_frame"] = time.perf_counter()
+
+    MessageView.flush = recording_flush  # type: ignore[method-assign]
+    Screen._compositor_refresh = recording_frame  # type: ignore[method-assign]
 
     async def main() -> None:
         history = HistoryStore(home / "history.sqlite3")
@@ -204,29 +238,30 @@ def bench_chat(pieces: list[str], rate: float) -> dict[str, Any]:
             await _wait(pilot, lambda: engine.first_at is not None)
             cpu0 = time.process_time()
             wall0 = time.perf_counter()
-            await _wait(pilot, lambda: screen.last_turn is not None)
+            await _wait(pilot, lambda: "final_frame" in record)
+            shown = record["final_frame"]
+            await _wait(pilot, lambda: not screen.busy)
             await screen.wait_for_refresh()
-            shown = time.perf_counter()
             cpu = time.process_time() - cpu0
-            assert engine.last_at is not None
-            wall = shown - wall0
+            wall = time.perf_counter() - wall0
+            assert engine.last_at is not None and engine.first_at is not None
             view = list(screen.query(MessageView))[-1]
             text = screen.last_turn.text
             segments = len(view.segments)
             await pilot.pause(0.3)
-            streamed = render_signature(view)
+            streamed = line_signature(view.body)
             # A one-shot render of the same text, for comparison.
             await view.set_text(text)
             await pilot.pause(0.3)
-            oneshot = render_signature(view)
+            oneshot = line_signature(view.body)
             saved = history.get_message(screen.last_turn.reply_message_id).text
             result.update(
                 cpu_per_token_ms=cpu / len(pieces) * 1000, core_share=cpu / wall,
                 last_token_to_frame_ms=(shown - engine.last_at) * 1000, wall_s=wall,
                 identical_to_one_shot=streamed == oneshot,
                 saved_equals_streamed=saved == text, segments=segments,
-                leaf_widgets=len(streamed),
-                chars=len(text),
+                lines=len(oneshot), chars=len(text),
+                writes_per_s=record.get("writes", 0) / (engine.last_at - engine.first_at),
             )
         history.close()
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -334,21 +336,29 @@ class ChatScreen(Screen[None]):
                         restore: str | None) -> None:
         """Run one turn: a thread produces pieces, this worker draws them."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        # The thread appends to ``items``; it wakes this worker only for what must be seen at
+        # once (the turn starting, its first piece, its end). Other pieces wait for the next
+        # frame: no wake-up per token.
+        items: deque[tuple[str, Any]] = deque()
+        wake = asyncio.Event()
         cancel = threading.Event()
         self._cancel = cancel
         self.busy = True
         self._set_state("generating…")
 
-        def put(kind: str, value: Any = None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+        def put(kind: str, value: Any = None, urgent: bool = True) -> None:
+            items.append((kind, value))
+            if urgent:
+                loop.call_soon_threadsafe(wake.set)
 
         def produce() -> None:
             try:
                 turn = start(cancel)
                 put("turn", turn)
+                first = True
                 for piece in turn:
-                    put("piece", piece)
+                    put("piece", piece, urgent=first)
+                    first = False
                 put("done", turn)
             except BaseException as exc:  # travels to the UI side
                 put("error", exc)
@@ -358,32 +368,43 @@ class ChatScreen(Screen[None]):
         self.baize.running_turns.add(running)
         turn: ChatTurn | None = None
         reply.start_stream()
+        last_spin = time.monotonic()
         try:
-            while True:
+            ended = False
+            while not ended:
                 wait = reply.next_write_in()
                 try:
-                    kind, value = await asyncio.wait_for(
-                        queue.get(), SPIN_INTERVAL if wait is None else min(wait, SPIN_INTERVAL)
+                    await asyncio.wait_for(
+                        wake.wait(), SPIN_INTERVAL if wait is None else min(wait, SPIN_INTERVAL)
                     )
                 except asyncio.TimeoutError:
+                    pass
+                wake.clear()
+                text: list[str] = []
+                while items and not ended:
+                    kind, value = items.popleft()
+                    if kind == "piece":
+                        text.append(value)
+                        continue
+                    if text:
+                        await self._feed(reply, turn, "".join(text))
+                        text.clear()
+                    if kind == "turn":
+                        turn = value
+                        self._turn_started(turn, reply, user)
+                    elif kind == "done":
+                        await self._turn_finished(value, reply)
+                        ended = True
+                    else:
+                        await self._turn_failed(value, turn, reply, user, restore)
+                        ended = True
+                if text:
+                    await self._feed(reply, turn, "".join(text))
+                elif not ended:
                     await reply.flush()
-                    reply.spin()
-                    continue
-                if kind == "piece":
-                    if turn is not None and reply.info.message_id is None:
-                        # The reply row is written when the turn's first piece is pulled, which
-                        # may be after the "turn" event was handled.
-                        reply.info.message_id = turn.reply_message_id
-                    await reply.feed(value)
-                elif kind == "turn":
-                    turn = value
-                    self._turn_started(turn, reply, user)
-                elif kind == "done":
-                    await self._turn_finished(value, reply)
-                    break
-                else:
-                    await self._turn_failed(value, turn, reply, user, restore)
-                    break
+                    if time.monotonic() - last_spin >= SPIN_INTERVAL:
+                        last_spin = time.monotonic()
+                        reply.spin()
         finally:
             cancel.set()
             if reply.streaming and reply.is_mounted:
@@ -401,6 +422,14 @@ class ChatScreen(Screen[None]):
                 self._model_state_changed(self.baize.model_state)
             except NoMatches:  # the app is closing mid-reply: the status line is already gone
                 log.debug("status line gone while a reply ended", exc_info=True)
+
+    @staticmethod
+    async def _feed(reply: MessageView, turn: ChatTurn | None, text: str) -> None:
+        if turn is not None and reply.info.message_id is None:
+            # The reply row is written when the turn's first piece is pulled, which may be
+            # after the "turn" event was handled.
+            reply.info.message_id = turn.reply_message_id
+        await reply.feed(text)
 
     def _turn_started(self, turn: ChatTurn, reply: MessageView, user: MessageView | None) -> None:
         if user is not None:

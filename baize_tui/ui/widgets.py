@@ -24,9 +24,16 @@ from textual.widgets.markdown import MarkdownBlock, MarkdownStream
 
 log = logging.getLogger("baize_tui.ui")
 
-#: How often a streaming reply is redrawn: pieces arriving in between are joined into one
-#: write. The last pieces are always written at once when the reply ends.
+#: How often a streaming reply is redrawn, at most and at least (times a second): pieces
+#: arriving in between are joined into one write. The last pieces are always written at once
+#: when the reply ends.
 STREAM_FPS = 10.0
+STREAM_MIN_FPS = 2.0
+#: The share of one core the app may spend on a streaming reply. Between those rates, the
+#: redraw rate follows what the app's thread actually spent since the last write (drawing,
+#: layout, everything): a slow or busy machine gets fewer, larger updates instead of a UI that
+#: eats the core the model needs.
+STREAM_CPU_BUDGET = 0.2
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -56,50 +63,18 @@ class MessageInfo:
 
 
 class ReplyBody(Vertical):
-    """The text of a reply: one or more Markdown *segments*, rendered as one document.
+    """The text of a reply: Markdown *segments*, rendered as one document.
 
-    While a reply streams, only the last segment (the live tail) changes; when it has grown
-    past :data:`SEGMENT_CHARS`, its finished top-level blocks are frozen where they are and
-    the block still being written moves into a new segment. A frozen segment's height is
-    pinned while the reply streams, so Textual never lays it out again (an auto-height
-    container is re-arranged whenever its parent's height changes) and the cost of a frame
-    does not grow with the length of the reply. The split happens only between top-level
-    blocks (which Markdown never merges again), and the gap between segments is made equal
-    to the collapsed margin inside one document, so the screen is the same as a one-shot
-    render of the whole text. Pins are dropped when the reply ends or the width changes.
+    While a reply streams, only the last segment (the live tail) changes. Once it holds
+    :data:`SEGMENT_CHARS`, the next top-level block that starts goes into a new live segment,
+    so each write lays out one segment's blocks, not the whole reply's. The finished segment
+    is drawn once from its text, and the gap between segments is made equal to the collapsed
+    margin inside one document, so the screen is the same as a one-shot render of the whole
+    text.
     """
 
-    streaming = False
 
-    def __init__(self, *children: Widget, classes: str | None = None) -> None:
-        super().__init__(*children, classes=classes)
-        self._pinned: list[Widget] = []
-
-    def pin(self, segment: Widget) -> None:
-        """Fix a frozen segment's height at what it is now (while streaming).
-
-        (Only an inline style changes, never a class: a class change would restyle every
-        block of the segment.)
-        """
-        if self.streaming and segment.is_mounted and segment.outer_size.height:
-            segment.styles.height = segment.outer_size.height
-            self._pinned.append(segment)
-
-    def unpin_all(self) -> None:
-        """Let every segment size itself again."""
-        pinned, self._pinned = self._pinned, []
-        for segment in pinned:
-            segment.styles.height = "auto"
-
-    def on_resize(self, event: events.Resize) -> None:
-        if self._pinned:
-            frozen = list(self._pinned)
-            self.unpin_all()
-            if self.streaming:
-                self.call_after_refresh(lambda: [self.pin(s) for s in frozen])
-
-
-#: A streaming segment is split once it holds this many characters.
+#: A live segment takes no new top-level block once it holds this many characters.
 SEGMENT_CHARS = 1200
 
 
@@ -152,9 +127,10 @@ class MessageView(Vertical, can_focus=True):
         self._stream: MarkdownStream | None = None
         self._live: Markdown | None = None
         self._live_text = ""
-        self._split_at = SEGMENT_CHARS
         self._pending: list[str] = []
         self._last_write = 0.0
+        self._interval = 1.0 / STREAM_FPS  # until the next write (see _pace)
+        self._cpu_mark: float | None = None
         self._plain = False
         self._spin = 0
 
@@ -249,12 +225,9 @@ class MessageView(Vertical, can_focus=True):
         segments = self.segments
         self._live = segments[-1] if segments else None
         self._live_text = ""
-        self._split_at = SEGMENT_CHARS
+        self._interval, self._cpu_mark = 1.0 / STREAM_FPS, None
         if self._live is not None:
             self._stream = Markdown.get_stream(self._live)
-        body = self.body
-        if isinstance(body, ReplyBody):
-            body.streaming = True
         self._last_write = time.monotonic()
         self.refresh_header()
 
@@ -268,14 +241,24 @@ class MessageView(Vertical, can_focus=True):
         """Seconds until pending text is due to be written, or None when nothing is pending."""
         if not self._pending:
             return None
-        return max(0.0, self._last_write + 1.0 / STREAM_FPS - time.monotonic())
+        return max(0.0, self._last_write + self._interval - time.monotonic())
 
     async def feed(self, piece: str) -> None:
-        """Add streamed text; it is drawn at most :data:`STREAM_FPS` times a second."""
+        """Add streamed text; it is drawn when the next write is due (see
+        :data:`STREAM_CPU_BUDGET`)."""
         self.text += piece
         self._pending.append(piece)
-        if time.monotonic() - self._last_write >= 1.0 / STREAM_FPS:
+        if time.monotonic() - self._last_write >= self._interval:
             await self.flush()
+
+    def _pace(self) -> None:
+        """Set the time to the next write from the CPU this thread used since the last one."""
+        cpu = time.thread_time()
+        if self._cpu_mark is not None:
+            wanted = (cpu - self._cpu_mark) / STREAM_CPU_BUDGET
+            smoothed = (self._interval + wanted) / 2
+            self._interval = min(1.0 / STREAM_MIN_FPS, max(1.0 / STREAM_FPS, smoothed))
+        self._cpu_mark = cpu
 
     async def flush(self) -> None:
         """Write whatever streamed text is pending, now."""
@@ -284,58 +267,71 @@ class MessageView(Vertical, can_focus=True):
         chunk = "".join(self._pending)
         self._pending.clear()
         self._last_write = time.monotonic()
+        self._pace()
         if self._plain:
             self.body.query_one(Static).update(Text(self.text))
             return
         if self._stream is None:
             return
-        self._live_text += chunk
-        await self._stream.write(chunk)
-        if len(self._live_text) >= self._split_at:
-            # (One long block, e.g. a big code fence, cannot be split: try again only
-            # after it has grown by a quarter segment, not on every write.)
-            self._split_at = len(self._live_text) + SEGMENT_CHARS // 4
-            try:
-                await self._split()
-            except Exception:
-                log.exception("Markdown failed; showing plain text")
-                await self._fall_back_to_plain()
+        try:
+            if len(self._live_text) >= SEGMENT_CHARS and "\n" in chunk:
+                if await self._write_across_segments(chunk):
+                    return
+            self._live_text += chunk
+            await self._stream.write(chunk)
+        except Exception:
+            log.exception("Markdown failed; showing plain text")
+            await self._fall_back_to_plain()
 
-    async def _split(self) -> None:
-        """Freeze the finished blocks of the live segment; the last block moves on."""
-        starts = _top_level_starts(self._live_text)
-        if len(starts) < 2 or starts[-1] == 0:
-            return
-        cut = starts[-1]
+    async def _write_across_segments(self, chunk: str) -> bool:
+        """If a new top-level block starts in ``chunk``, end the live segment just before it
+        and start the next segment with it; False (nothing written) if none starts there.
+
+        The segment left behind ends exactly where a block of the whole text ends, so it
+        draws the same as that part of a one-shot render.
+        """
         assert self._stream is not None and self._live is not None
+        combined = self._live_text + chunk
+        starts = _top_level_starts(combined)
+        if len(starts) < 2:
+            return False
+        lines = combined.splitlines(keepends=True)
+        offset = sum(map(len, lines[:starts[-1]]))
+        if offset < len(self._live_text):  # the last block began earlier: not a boundary
+            return False
+        rest, tail = combined[len(self._live_text):offset], combined[offset:]
         await self._stream.stop()
-        frozen = self._live
-        lines = self._live_text.splitlines(keepends=True)
-        head, tail = "".join(lines[:cut]), "".join(lines[cut:])
+        # The finished segment is drawn once more from its whole text: a stream's drawing of
+        # some blocks (a code fence written across blank lines) can differ from a one-shot
+        # render's, and this one stays on screen.
+        await self._live.update(self._live_text + rest)
         live = Markdown(classes="segment")
         await self.body.mount(live)
-        # Both halves are rendered once from their whole text, as a one-shot render would.
-        await frozen.update(head)
         await live.update(tail)
         self._live, self._live_text = live, tail
-        self._split_at = SEGMENT_CHARS
         self._stream = Markdown.get_stream(live)
         self._match_margins()
-        body = self.body
-        if isinstance(body, ReplyBody):
-            self.call_after_refresh(body.pin, frozen)
+        return True
 
     def _match_margins(self) -> None:
         """Give each gap between segments the collapsed margin one document would have:
         inside one document the gap is max(bottom, top); across two segments it would be
-        bottom + top, so the lower block's top margin is cut by the upper one's bottom."""
-        segments = self.segments
-        for before, after in zip(segments, segments[1:], strict=False):
-            above = [b for b in before.children if isinstance(b, MarkdownBlock)]
-            below = [b for b in after.children if isinstance(b, MarkdownBlock)]
-            if not above or not below:
+        bottom + top, so the lower block's top margin is cut by the upper one's bottom.
+        (Run after every re-render of a segment: its blocks are new widgets.)"""
+        parts = list(self.body.children)
+        for before, after in zip(parts, parts[1:], strict=False):
+            if not isinstance(after, Markdown):
                 continue
-            bottom = above[-1].styles.margin.bottom
+            if isinstance(before, Markdown):
+                above = [b for b in before.children if isinstance(b, MarkdownBlock)]
+                if not above:
+                    continue
+                bottom = above[-1].styles.margin.bottom
+            else:
+                continue
+            below = [b for b in after.children if isinstance(b, MarkdownBlock)]
+            if not below:
+                continue
             first = below[0]
             top, right, under, left = first.styles.base.margin  # the CSS margin
             first.styles.margin = (max(0, top - bottom), right, under, left)
@@ -343,29 +339,48 @@ class MessageView(Vertical, can_focus=True):
     async def finish_stream(self, final_text: str | None = None) -> None:
         """End the stream: write the last pieces immediately and settle the final text.
 
-        ``final_text`` is the reply as saved (it can differ from what was streamed only in
-        whitespace held back by the stop filter); if it differs, the view shows it.
+        ``final_text`` is the reply as saved. It can differ from what was streamed by what
+        the stop filter held back (trailing whitespace, or the start of a stop string when the
+        turn was stopped); the view then shows it.
         """
+        if final_text is not None and final_text != self.text:
+            if final_text.startswith(self.text):
+                await self.feed(final_text[len(self.text):])
+            elif final_text.rstrip() != self.text.rstrip():
+                self._pending.clear()
+                self.text = final_text
+                await self._end_stream()
+                await self.set_text(final_text)
+                return
+            self.text = final_text
         await self.flush()
+        await self._end_stream()
+
+    async def _end_stream(self) -> None:
         stream, self._stream = self._stream, None
         self.streaming = False
-        body = self.body
-        if isinstance(body, ReplyBody):
-            body.streaming = False
-            body.unpin_all()
         if stream is not None:
             try:
                 await stream.stop()
-                if self._live is not None and self._live_text:
-                    # Settle the live tail (small) exactly as a one-shot render would show it.
-                    await self._live.update(self._live_text)
-                    self._match_margins()
             except Exception:
                 log.exception("Markdown stream failed; showing plain text")
                 await self._fall_back_to_plain()
-        if final_text is not None and final_text != self.text:
-            await self.set_text(final_text)
+            else:
+                if self._live is not None and self._live_text:
+                    # After the frame that shows the last words: draw the live segment once
+                    # from its whole text, as a one-shot render would.
+                    self.call_after_refresh(self._settle_live, self._live, self._live_text)
         self.refresh_header()
+
+    async def _settle_live(self, segment: Markdown, text: str) -> None:
+        if self.streaming or self._plain or not segment.is_mounted:
+            return
+        try:
+            await segment.update(text)
+            self._match_margins()
+        except Exception:
+            log.exception("Markdown failed; showing plain text")
+            await self._fall_back_to_plain()
 
     # ---- actions
 
