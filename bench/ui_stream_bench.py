@@ -338,8 +338,9 @@ def main() -> None:
         if name not in results:
             continue
         r = results[name]
+        writes = f"; {r['writes_per_s']:.1f} redraws/s" if "writes_per_s" in r else ""
         print(f"{name:7s} CPU {r['cpu_per_token_ms']:.3f} ms/token = {r['core_share']:.0%} of "
-              f"one core; last token -> frame {r['last_token_to_frame_ms']:.0f} ms")
+              f"one core; last token -> frame {r['last_token_to_frame_ms']:.0f} ms{writes}")
     chat = results["chat"]
     if "anchor" in results:
         print(f"chat/anchor CPU ratio: {chat['core_share'] / results['anchor']['core_share']:.2f}")
