@@ -318,20 +318,13 @@ class MessageView(Vertical, can_focus=True):
         inside one document the gap is max(bottom, top); across two segments it would be
         bottom + top, so the lower block's top margin is cut by the upper one's bottom.
         (Run after every re-render of a segment: its blocks are new widgets.)"""
-        parts = list(self.body.children)
-        for before, after in zip(parts, parts[1:], strict=False):
-            if not isinstance(after, Markdown):
-                continue
-            if isinstance(before, Markdown):
-                above = [b for b in before.children if isinstance(b, MarkdownBlock)]
-                if not above:
-                    continue
-                bottom = above[-1].styles.margin.bottom
-            else:
-                continue
+        segments = self.segments
+        for before, after in zip(segments, segments[1:], strict=False):
+            above = [b for b in before.children if isinstance(b, MarkdownBlock)]
             below = [b for b in after.children if isinstance(b, MarkdownBlock)]
-            if not below:
+            if not above or not below:
                 continue
+            bottom = above[-1].styles.margin.bottom
             first = below[0]
             top, right, under, left = first.styles.base.margin  # the CSS margin
             first.styles.margin = (max(0, top - bottom), right, under, left)
