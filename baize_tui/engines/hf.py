@@ -94,7 +94,6 @@ class HFEngine(PromptEngine):
         extra = f" + {Path(self.lora).name or self.lora}" if self.lora else ""
         return f"transformers · {name}{extra} on {self.device}"
 
-
     def _pieces(
         self,
         prompt: str,

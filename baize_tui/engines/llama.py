@@ -304,7 +304,6 @@ class LlamaEngine(PromptEngine):
         name = self.info.get("name") or self.path.stem
         return f"llama.cpp · {name} ({self.path.name}, n_ctx {self._n_ctx}, {self.n_threads} threads)"
 
-
     def _pieces(
         self,
         prompt: str,
