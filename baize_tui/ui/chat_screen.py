@@ -31,6 +31,7 @@ from textual.widgets import Footer, Static
 
 from baize_tui.chat import ChatSession, ChatTurn
 from baize_tui.history import Message, NotFoundError
+from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
@@ -43,6 +44,11 @@ log = logging.getLogger("baize_tui.ui")
 #: At most this many messages of a thread are mounted (the newest).
 MAX_MOUNTED = 200
 SPIN_INTERVAL = 0.1
+#: Once a reply's text is flowing the text itself shows progress, so the spinners turn more
+#: slowly: each turn is a frame of its own.
+STREAM_SPIN_INTERVAL = 0.25
+#: Seconds after a reply ends before the collector's held-off full pass runs.
+GC_AFTER_REPLY = 0.5
 
 Starter = Callable[[threading.Event], ChatTurn]
 
@@ -88,6 +94,9 @@ class ChatScreen(Screen[None]):
         self._editing: Message | None = None
         self._last_sent = ""
         self._spin_timer: Any = None
+        # While a reply is generated its worker turns the status spinner together with the
+        # reply's own, so both land in one frame.
+        self._spinning_in_worker = False
         # Per conversation, the oldest turn its last prompt kept: a new ChatSession per turn
         # starts from it, so once the context is full the prompt's start stays put and
         # llama.cpp's KV cache keeps serving (see ChatSession.first_kept).
@@ -167,7 +176,8 @@ class ChatScreen(Screen[None]):
                 self._spin_timer.pause()
 
     def _spin(self) -> None:
-        self.status.spinner += 1
+        if not self._spinning_in_worker:
+            self.status.spinner += 1
 
     # ------------------------------------------------------------------ conversations
 
@@ -369,13 +379,17 @@ class ChatScreen(Screen[None]):
         turn: ChatTurn | None = None
         reply.start_stream()
         last_spin = time.monotonic()
+        spin_interval = SPIN_INTERVAL
+        self._spinning_in_worker = True
+        gc_pacer.start()
         try:
             ended = False
             while not ended:
                 wait = reply.next_write_in()
+                spin_due = max(0.0, last_spin + spin_interval - time.monotonic())
                 try:
                     await asyncio.wait_for(
-                        wake.wait(), SPIN_INTERVAL if wait is None else min(wait, SPIN_INTERVAL)
+                        wake.wait(), spin_due if wait is None else min(wait, spin_due)
                     )
                 except asyncio.TimeoutError:
                     pass
@@ -400,12 +414,23 @@ class ChatScreen(Screen[None]):
                         ended = True
                 if text:
                     await self._feed(reply, turn, "".join(text))
+                    spin_interval = STREAM_SPIN_INTERVAL
                 elif not ended:
                     await reply.flush()
-                    if time.monotonic() - last_spin >= SPIN_INTERVAL:
-                        last_spin = time.monotonic()
-                        reply.spin()
+                if ended:
+                    break
+                if time.monotonic() - last_spin >= spin_interval:
+                    last_spin = time.monotonic()
+                    reply.spin()
+                    self.status.spinner += 1
+                # Right after a write: a due full pass then delays no words.
+                if reply.next_write_in() is None:
+                    gc_pacer.tick()
         finally:
+            self._spinning_in_worker = False
+            if gc_pacer.stop():
+                # The full pass held off while streaming, once the last words are on screen.
+                self.app.set_timer(GC_AFTER_REPLY, gc_pacer.release)
             cancel.set()
             if reply.streaming and reply.is_mounted:
                 try:

@@ -133,6 +133,7 @@ class MessageView(Vertical, can_focus=True):
         self._cpu_mark: float | None = None
         self._plain = False
         self._spin = 0
+        self._pinned_width: int | None = None
 
     # ---- composition
 
@@ -271,14 +272,22 @@ class MessageView(Vertical, can_focus=True):
         if self._plain:
             self.body.query_one(Static).update(Text(self.text))
             return
-        if self._stream is None:
+        if self._live is None:
             return
         try:
             if len(self._live_text) >= SEGMENT_CHARS and "\n" in chunk:
                 if await self._write_across_segments(chunk):
                     return
             self._live_text += chunk
-            await self._stream.write(chunk)
+            if self._stream is not None:
+                # One append at a time: the previous write must have landed first, or a stop
+                # of the stream could race its appends (see _stop_stream).
+                async with self._live.lock:
+                    pass
+                self._match_margins()  # that append may have re-created the segment's first block
+                await self._stream.write(chunk)
+            else:  # the stream has ended (the last words): append them directly
+                await self._live.append(chunk)
         except Exception:
             log.exception("Markdown failed; showing plain text")
             await self._fall_back_to_plain()
@@ -290,7 +299,7 @@ class MessageView(Vertical, can_focus=True):
         The segment left behind ends exactly where a block of the whole text ends, so it
         draws the same as that part of a one-shot render.
         """
-        assert self._stream is not None and self._live is not None
+        assert self._live is not None
         combined = self._live_text + chunk
         starts = _top_level_starts(combined)
         if len(starts) < 2:
@@ -300,18 +309,63 @@ class MessageView(Vertical, can_focus=True):
         if offset < len(self._live_text):  # the last block began earlier: not a boundary
             return False
         rest, tail = combined[len(self._live_text):offset], combined[offset:]
-        await self._stream.stop()
-        # The finished segment is drawn once more from its whole text: a stream's drawing of
-        # some blocks (a code fence written across blank lines) can differ from a one-shot
-        # render's, and this one stays on screen.
-        await self._live.update(self._live_text + rest)
+        await self._stop_stream()
+        if rest:
+            await self._live.append(rest)
+        finished = self._live
         live = Markdown(classes="segment")
         await self.body.mount(live)
-        await live.update(tail)
+        # append, not update: after ``Markdown.update`` the next append parses from the
+        # document's last line instead of its last block's first, and splits an open block.
+        await live.append(tail)
         self._live, self._live_text = live, tail
-        self._stream = Markdown.get_stream(live)
+        if self.streaming:
+            self._stream = Markdown.get_stream(live)
         self._match_margins()
+        self.call_after_refresh(self._pin_height, finished)
         return True
+
+    async def _stop_stream(self) -> None:
+        """Stop the live segment's stream once everything written to it is drawn.
+
+        ``MarkdownStream.stop`` cancels its task; an append still in flight then finishes in
+        the background, and an append started before it lands would parse from a stale
+        position (a code fence came out as paragraphs). So :meth:`flush` never writes while an
+        append is in flight, and this waits for the segment's lock before anything else is
+        appended.
+        """
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.stop()
+        if self._live is not None:
+            async with self._live.lock:
+                pass
+
+    def _pin_height(self, segment: Markdown) -> None:
+        """Fix a finished segment's height at what it measures now, while the reply streams.
+
+        Textual lays out a container whose children all have ``height: auto`` against its
+        parent's height, so every write that grows the live tail would otherwise lay out the
+        whole reply again, block by block. A fixed height breaks that chain: the finished
+        segments keep their cached layout and cost next to nothing per frame.
+        """
+        if self.streaming and segment.is_mounted and segment is not self._live:
+            height = segment.outer_size.height
+            if height:
+                segment.styles.height = height
+                self._pinned_width = self.body.size.width
+
+    def _unpin_heights(self) -> None:
+        """Give every segment its natural (``auto``) height back."""
+        for segment in self.segments:
+            if segment.styles.has_rule("height"):
+                segment.styles.height = None
+
+    def on_resize(self, event: events.Resize) -> None:
+        # A pinned height is only right at the width it was measured at.
+        if self._pinned_width is not None and self.body.size.width != self._pinned_width:
+            self._pinned_width = None
+            self._unpin_heights()
 
     def _match_margins(self) -> None:
         """Give each gap between segments the collapsed margin one document would have:
@@ -327,7 +381,9 @@ class MessageView(Vertical, can_focus=True):
             bottom = above[-1].styles.margin.bottom
             first = below[0]
             top, right, under, left = first.styles.base.margin  # the CSS margin
-            first.styles.margin = (max(0, top - bottom), right, under, left)
+            margin = (max(0, top - bottom), right, under, left)
+            if tuple(first.styles.margin) != margin:
+                first.styles.margin = margin
 
     async def finish_stream(self, final_text: str | None = None) -> None:
         """End the stream: write the last pieces immediately and settle the final text.
@@ -350,30 +406,18 @@ class MessageView(Vertical, can_focus=True):
         await self._end_stream()
 
     async def _end_stream(self) -> None:
-        stream, self._stream = self._stream, None
         self.streaming = False
-        if stream is not None:
-            try:
-                await stream.stop()
-            except Exception:
-                log.exception("Markdown stream failed; showing plain text")
-                await self._fall_back_to_plain()
-            else:
-                if self._live is not None and self._live_text:
-                    # After the frame that shows the last words: draw the live segment once
-                    # from its whole text, as a one-shot render would.
-                    self.call_after_refresh(self._settle_live, self._live, self._live_text)
-        self.refresh_header()
-
-    async def _settle_live(self, segment: Markdown, text: str) -> None:
-        if self.streaming or self._plain or not segment.is_mounted:
-            return
+        if self._pinned_width is not None:
+            # After the frame that shows the last words.
+            self.call_after_refresh(self._unpin_heights)
+        self._pinned_width = None
         try:
-            await segment.update(text)
+            await self._stop_stream()
             self._match_margins()
         except Exception:
-            log.exception("Markdown failed; showing plain text")
+            log.exception("Markdown stream failed; showing plain text")
             await self._fall_back_to_plain()
+        self.refresh_header()
 
     # ---- actions
 
