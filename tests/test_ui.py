@@ -593,10 +593,8 @@ async def test_transcript_follows_the_reply_until_the_user_scrolls_up() -> None:
 
 
 async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    from ui_stream_bench import line_signature, reply_text
+    line_signature = _bench_line_signature()
+    from ui_stream_bench import reply_text
 
     set_value("chat.max_new_tokens", 2000)
     pieces = reply_text(800)  # ~2,900 characters: streamed into several segments
@@ -615,6 +613,113 @@ async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
         await pilot.pause(0.3)
         assert len(view.segments) == 1
         assert line_signature(view.body) == streamed  # every line, with its colours
+
+
+def _bench_line_signature():  # type: ignore[no-untyped-def]
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from ui_stream_bench import line_signature
+
+    return line_signature
+
+
+async def test_a_code_fence_open_across_a_segment_split_streams_exactly() -> None:
+    """A new segment that starts inside an unfinished code fence (blank lines in it) must keep
+    streaming it as one fence: finished segments are not drawn again, so what the stream drew
+    is what stays. (``Markdown.update`` then ``append`` split such a fence into paragraphs.)"""
+    from baize_tui.ui import widgets
+
+    line_signature = _bench_line_signature()
+    prose = " ".join(f"word{i}" for i in range(widgets.SEGMENT_CHARS // 6)) + "\n\n"
+    chunks = [
+        prose,
+        "A paragraph before the code.\n\n```python\ndef one():\n    return 1\n\n",
+        "def two():\n    return 2\n\n\ndef three():\n",
+        "    return 3\n```\n\n- a list\n- after it\n",
+    ]
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot, app)
+        view = MessageView("assistant")
+        await screen.transcript.mount(view)
+        view.start_stream()
+        await view.feed(chunks[0])
+        await view.flush()
+        await view.feed(chunks[1])
+        await view.flush()
+        assert len(view.segments) == 2  # the split: the new segment opens with the fence
+        first_blocks = list(view.segments[0].children)
+        for chunk in chunks[2:]:
+            await pilot.pause(0.05)
+            await view.feed(chunk)
+            await view.flush()
+        await view.finish_stream()
+        await pilot.pause(0.3)
+        assert list(view.segments[0].children) == first_blocks  # never drawn again
+        streamed = line_signature(view.body)
+        await view.set_text(view.text)
+        await pilot.pause(0.3)
+        assert line_signature(view.body) == streamed
+
+
+async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a segment is finished, writes into the live one must not make Textual arrange the
+    finished segment's blocks again (that cost grew with the whole reply)."""
+    import textual.widget
+
+    from baize_tui.ui import widgets
+
+    prose = " ".join(f"word{i}" for i in range(widgets.SEGMENT_CHARS // 6)) + "\n\n"
+    section = "- one\n- two\n\n```python\nx = 1\n```\n\n> quote\n\n"
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot, app)
+        view = MessageView("assistant")
+        await screen.transcript.mount(view)
+        view.start_stream()
+        for text in (section * 3 + prose, section, prose):
+            await view.feed(text)
+            await view.flush()
+        await pilot.pause(0.3)
+        assert len(view.segments) == 2
+        finished = view.segments[0]
+        arranged: list[object] = []
+        real_arrange = textual.widget.arrange
+
+        def counting_arrange(widget, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if widget is finished or finished in widget.ancestors:
+                arranged.append(widget)
+            return real_arrange(widget, *args, **kwargs)
+
+        monkeypatch.setattr(textual.widget, "arrange", counting_arrange)
+        for i in range(6):
+            await view.feed(f"more words in the live tail, line {i}\n" * 3)
+            await view.flush()
+            await pilot.pause(0.1)
+        assert view.segments[0] is finished and view._live is not finished
+        assert arranged == []
+        await view.finish_stream()
+
+
+async def test_full_collections_are_held_while_a_reply_streams() -> None:
+    import gc
+
+    from baize_tui.ui import chat_screen
+    from baize_tui.ui.gc_pacing import pacer
+
+    before = gc.get_threshold()
+    engine = ScriptedEngine([f"w{i} " for i in range(60)], delay=0.01)
+    app = scripted_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.press(*"go", "enter")
+        await wait_until(pilot, lambda: len(views(screen)) == 2 and views(screen)[-1].text)
+        assert screen.busy and pacer.holding and gc.get_threshold()[2] > 1_000_000
+        await wait_until(pilot, lambda: not screen.busy)
+        await pilot.pause(chat_screen.GC_AFTER_REPLY + 0.3)
+        assert not pacer.holding and gc.get_threshold() == before
 
 
 async def test_full_context_keeps_the_prompt_start_across_turns() -> None:

@@ -30,6 +30,7 @@ from baize_tui.errors import UserError
 from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
+from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
 
 log = logging.getLogger("baize_tui.ui")
@@ -205,6 +206,8 @@ class BaizeApp(App[None]):
                 log.exception("closing the engine failed")
         if self._own_history:
             self.history.close()
+        gc_pacer.reset()
+        gc.unfreeze()
 
     # ------------------------------------------------------------------ the model
 

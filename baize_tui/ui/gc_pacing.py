@@ -68,6 +68,13 @@ class FullCollectionPacer:
             gc.set_threshold(*self._saved)
             self._saved = None
 
+    def reset(self) -> None:
+        """Drop every hold and give the thresholds back (the app is closing)."""
+        self._depth = 0
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
+
 
 #: The app's one pacer (the collector is process-wide).
 pacer = FullCollectionPacer()

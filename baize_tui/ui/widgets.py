@@ -33,7 +33,7 @@ STREAM_MIN_FPS = 2.0
 #: redraw rate follows what the app's thread actually spent since the last write (drawing,
 #: layout, everything): a slow or busy machine gets fewer, larger updates instead of a UI that
 #: eats the core the model needs.
-STREAM_CPU_BUDGET = 0.2
+STREAM_CPU_BUDGET = 0.18
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -72,6 +72,19 @@ class ReplyBody(Vertical):
     margin inside one document, so the screen is the same as a one-shot render of the whole
     text.
     """
+
+
+class LayoutBreak(Widget):
+    """An empty, zero-height first child of a streamed Markdown segment.
+
+    Textual lays out a container whose children *all* have ``height: auto`` against its
+    parent's current height, so each write that grows the live segment would lay out every
+    finished segment again, block by block. One child with a fixed height makes a finished
+    segment's layout independent of its parent's: it is computed once and then served from
+    Textual's cache, and the finished part of a reply costs next to nothing per frame.
+    """
+
+    DEFAULT_CSS = "LayoutBreak { height: 0; }"
 
 
 #: A live segment takes no new top-level block once it holds this many characters.
@@ -133,7 +146,6 @@ class MessageView(Vertical, can_focus=True):
         self._cpu_mark: float | None = None
         self._plain = False
         self._spin = 0
-        self._pinned_width: int | None = None
 
     # ---- composition
 
@@ -228,6 +240,7 @@ class MessageView(Vertical, can_focus=True):
         self._live_text = ""
         self._interval, self._cpu_mark = 1.0 / STREAM_FPS, None
         if self._live is not None:
+            self._live.mount(LayoutBreak(), before=0)
             self._stream = Markdown.get_stream(self._live)
         self._last_write = time.monotonic()
         self.refresh_header()
@@ -312,9 +325,9 @@ class MessageView(Vertical, can_focus=True):
         await self._stop_stream()
         if rest:
             await self._live.append(rest)
-        finished = self._live
         live = Markdown(classes="segment")
         await self.body.mount(live)
+        await live.mount(LayoutBreak())
         # append, not update: after ``Markdown.update`` the next append parses from the
         # document's last line instead of its last block's first, and splits an open block.
         await live.append(tail)
@@ -322,7 +335,6 @@ class MessageView(Vertical, can_focus=True):
         if self.streaming:
             self._stream = Markdown.get_stream(live)
         self._match_margins()
-        self.call_after_refresh(self._pin_height, finished)
         return True
 
     async def _stop_stream(self) -> None:
@@ -340,32 +352,6 @@ class MessageView(Vertical, can_focus=True):
         if self._live is not None:
             async with self._live.lock:
                 pass
-
-    def _pin_height(self, segment: Markdown) -> None:
-        """Fix a finished segment's height at what it measures now, while the reply streams.
-
-        Textual lays out a container whose children all have ``height: auto`` against its
-        parent's height, so every write that grows the live tail would otherwise lay out the
-        whole reply again, block by block. A fixed height breaks that chain: the finished
-        segments keep their cached layout and cost next to nothing per frame.
-        """
-        if self.streaming and segment.is_mounted and segment is not self._live:
-            height = segment.outer_size.height
-            if height:
-                segment.styles.height = height
-                self._pinned_width = self.body.size.width
-
-    def _unpin_heights(self) -> None:
-        """Give every segment its natural (``auto``) height back."""
-        for segment in self.segments:
-            if segment.styles.has_rule("height"):
-                segment.styles.height = None
-
-    def on_resize(self, event: events.Resize) -> None:
-        # A pinned height is only right at the width it was measured at.
-        if self._pinned_width is not None and self.body.size.width != self._pinned_width:
-            self._pinned_width = None
-            self._unpin_heights()
 
     def _match_margins(self) -> None:
         """Give each gap between segments the collapsed margin one document would have:
@@ -407,10 +393,6 @@ class MessageView(Vertical, can_focus=True):
 
     async def _end_stream(self) -> None:
         self.streaming = False
-        if self._pinned_width is not None:
-            # After the frame that shows the last words.
-            self.call_after_refresh(self._unpin_heights)
-        self._pinned_width = None
         try:
             await self._stop_stream()
             self._match_margins()
