@@ -67,10 +67,10 @@ class ReplyBody(Vertical):
 
     While a reply streams, only the last segment (the live tail) changes. Once it holds
     :data:`SEGMENT_CHARS`, the next top-level block that starts goes into a new live segment,
-    so each write lays out one segment's blocks, not the whole reply's. The finished segment
-    is drawn once from its text, and the gap between segments is made equal to the collapsed
-    margin inside one document, so the screen is the same as a one-shot render of the whole
-    text.
+    so each write lays out one segment's blocks, not the whole reply's: a finished segment
+    keeps the blocks the stream drew, and its layout stays cached (see :class:`LayoutBreak`).
+    The gap between segments is made equal to the collapsed margin inside one document, so
+    the screen is the same as a one-shot render of the whole text.
     """
 
 
@@ -357,7 +357,8 @@ class MessageView(Vertical, can_focus=True):
         """Give each gap between segments the collapsed margin one document would have:
         inside one document the gap is max(bottom, top); across two segments it would be
         bottom + top, so the lower block's top margin is cut by the upper one's bottom.
-        (Run after every re-render of a segment: its blocks are new widgets.)"""
+        (Run again whenever a segment's first block may have been re-created: a stream
+        replaces the last block it wrote, and with it the margin set here.)"""
         segments = self.segments
         for before, after in zip(segments, segments[1:], strict=False):
             above = [b for b in before.children if isinstance(b, MarkdownBlock)]
