@@ -195,8 +195,24 @@ def line_signature(widget: Any) -> list[list[tuple[str, str]]]:
     return out
 
 
-def bench_chat(pieces: list[str], rate: float) -> dict[str, Any]:
-    """The chat screen, end to end (session, history, stop filter, batched stream)."""
+def earlier_turns(history: Any, turns: int) -> int | None:
+    """A conversation with ``turns`` earlier question/answer pairs (Markdown answers with a
+    list and a code fence), to have on screen while the new reply streams."""
+    if not turns:
+        return None
+    cid = history.create_conversation(system_prompt="s", model="bench-scripted", params={})
+    parent = None
+    for n in range(turns):
+        parent = history.add_message(cid, parent_id=parent, role="user",
+                                     text=f"Question {n}: how does step {n} work?")
+        answer = "".join(reply_text(120)) + f"\n\nThat was answer {n}."
+        parent = history.add_message(cid, parent_id=parent, role="assistant", text=answer)
+    return cid
+
+
+def bench_chat(pieces: list[str], rate: float, turns: int = 0) -> dict[str, Any]:
+    """The chat screen, end to end (session, history, stop filter, batched stream), with
+    ``turns`` earlier turns of the conversation on screen."""
     from textual.screen import Screen
 
     from baize_tui.history import HistoryStore
@@ -233,7 +249,8 @@ def bench_chat(pieces: list[str], rate: float) -> dict[str, Any]:
     async def main() -> None:
         history = HistoryStore(home / "history.sqlite3")
         app = BaizeApp(model="bench-scripted", history=history,
-                       engine_factory=lambda spec, config, n_ctx: engine)
+                       engine_factory=lambda spec, config, n_ctx: engine,
+                       start_conversation=earlier_turns(history, turns))
         async with app.run_test(size=SIZE) as pilot:
             await _wait(pilot, lambda: app.model_state == "ready")
             screen = app.screen
@@ -321,6 +338,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--turns", type=int, default=0,
+                        help="earlier turns of the conversation on screen while streaming")
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -332,13 +351,14 @@ def main() -> None:
                                "chars": len("".join(pieces))}
     if not args.skip_anchor:
         results["anchor"] = bench_anchor(pieces, args.rate)
-    results["chat"] = bench_chat(pieces, args.rate)
+    results["chat"] = bench_chat(pieces, args.rate, args.turns)
     if not args.skip_startup:
         results["startup"] = bench_startup(args.conversations)
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"reply: {results['tokens']} tokens, {results['chars']} chars, {args.rate:g} tokens/s")
+    print(f"reply: {results['tokens']} tokens, {results['chars']} chars, {args.rate:g} tokens/s"
+          + (f", {args.turns} earlier turns on screen" if args.turns else ""))
     for name in ("anchor", "chat"):
         if name not in results:
             continue

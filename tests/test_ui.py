@@ -596,15 +596,21 @@ async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
     line_signature = _bench_line_signature()
     from ui_stream_bench import reply_text
 
-    set_value("chat.max_new_tokens", 2000)
-    pieces = reply_text(800)  # ~2,900 characters: streamed into several segments
+    set_value("chat.max_new_tokens", 3000)
+    pieces = reply_text(2000)  # ~7,200 characters: streamed into several segments
     engine = ScriptedEngine(pieces, delay=0.001, n_ctx=8192)
     app = scripted_app(engine)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await ready(pilot, app)
-        await send(pilot, screen, "go")
+        await pilot.press(*"go", "enter")
+        await wait_until(pilot, lambda: len(views(screen)) == 2
+                         and bool(spacers(views(screen)[-1].body)),
+                         what="finished segments far above collapsed")
+        await wait_until(pilot, lambda: not screen.busy, what="the reply")
+        await pilot.pause(0.3)
         view = views(screen)[-1]
-        assert len(view.segments) >= 2  # later blocks went into new segments as it streamed
+        assert len(view.segments) >= 3  # later blocks went into new segments as it streamed
+        assert not spacers(view.body) and all(seg.display for seg in view.segments)
         assert view.text == "".join(pieces).strip()
         await pilot.pause(0.3)
         streamed = line_signature(view.body)
@@ -720,6 +726,92 @@ async def test_full_collections_are_held_while_a_reply_streams() -> None:
         await wait_until(pilot, lambda: not screen.busy)
         await pilot.pause(chat_screen.GC_AFTER_REPLY + 0.3)
         assert not pacer.holding and gc.get_threshold() == before
+
+
+def _long_conversation(turns: int) -> int:
+    with HistoryStore() as history:
+        cid = history.create_conversation(system_prompt="s", model="scripted", params={})
+        parent = None
+        for n in range(turns):
+            parent = history.add_message(cid, parent_id=parent, role="user",
+                                         text=f"question {n}")
+            parent = history.add_message(
+                cid, parent_id=parent, role="assistant",
+                text=f"## Answer {n}\n\n- one point\n- another point\n\n```python\nx = {n}\n```\n")
+    return cid
+
+
+def spacers(container) -> list:  # type: ignore[no-untyped-def]
+    from baize_tui.ui.collapse import CollapsedSpace
+
+    return [child for child in container.children if isinstance(child, CollapsedSpace)]
+
+
+async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
+    """While a reply streams, earlier messages well above the view are hidden behind one
+    spacer of their height (Textual walks every mounted widget on each layout); nothing
+    visible moves, and they come back when the reply ends."""
+    from baize_tui.ui.collapse import CollapsedSpace
+
+    cid = _long_conversation(20)
+    engine = ScriptedEngine([f"word{i} " for i in range(400)], delay=0.01, n_ctx=8192)
+    app = scripted_app(engine, start_conversation=cid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        transcript = screen.transcript
+        await pilot.pause(0.3)
+        old = views(screen)
+        assert len(old) == 40
+        await pilot.press(*"go", "enter")
+        await wait_until(pilot, lambda: bool(spacers(transcript)),
+                         what="the earlier messages collapsed")
+        await pilot.pause(0.2)
+        (spacer,) = spacers(transcript)
+        hidden = [v for v in old if not v.display]
+        assert len(hidden) >= 10 and hidden == old[:len(hidden)]  # a leading run
+        kept = old[len(hidden)]
+        # The first kept message sits where it did with everything shown.
+        placed_at = kept.virtual_region.y
+        reply = views(screen)[-1]
+        reply_at = reply.virtual_region.y  # (the reply grows below its top meanwhile)
+        collapser = screen._collapsers[0]
+        collapser.hidden, saved = [], collapser.hidden
+        for view in saved:
+            view.display = True
+        spacer.display = False
+        await pilot.pause(0.1)
+        assert kept.virtual_region.y == placed_at
+        assert reply.virtual_region.y == reply_at
+        for view in saved:
+            view.display = False
+        spacer.display = True
+        collapser.hidden = saved
+        await wait_until(pilot, lambda: not screen.busy, what="the reply")
+        await pilot.pause(0.3)
+        assert not transcript.query(CollapsedSpace)  # the reply's own ones too
+        assert all(v.display for v in views(screen))
+
+
+async def test_scrolling_up_while_streaming_brings_the_earlier_messages_back() -> None:
+
+    cid = _long_conversation(20)
+    engine = ScriptedEngine([f"word{i} " for i in range(3000)], delay=0.002, n_ctx=8192)
+    app = scripted_app(engine, start_conversation=cid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        transcript = screen.transcript
+        await pilot.pause(0.3)
+        await pilot.press(*"go", "enter")
+        await wait_until(pilot, lambda: bool(spacers(transcript)),
+                         what="the earlier messages collapsed")
+        transcript.scroll_home(animate=False)
+        await wait_until(pilot, lambda: not spacers(transcript),
+                         what="the earlier messages back")
+        assert screen.busy and all(v.display for v in views(screen))
+        first = views(screen)[0]
+        assert first.region.y < transcript.region.bottom  # on screen, at the top
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.busy)
 
 
 async def test_full_context_keeps_the_prompt_start_across_turns() -> None:

@@ -31,6 +31,7 @@ from textual.widgets import Footer, Static
 
 from baize_tui.chat import ChatSession, ChatTurn
 from baize_tui.history import Message, NotFoundError
+from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
@@ -97,6 +98,9 @@ class ChatScreen(Screen[None]):
         # While a reply is generated its worker turns the status spinner together with the
         # reply's own, so both land in one frame.
         self._spinning_in_worker = False
+        # While a reply streams: hide earlier messages, and the reply's finished segments,
+        # that are far above the view (see collapse.py).
+        self._collapsers: list[Collapser] = []
         # Per conversation, the oldest turn its last prompt kept: a new ChatSession per turn
         # starts from it, so once the context is full the prompt's start stays put and
         # llama.cpp's KV cache keeps serving (see ChatSession.first_kept).
@@ -141,6 +145,7 @@ class ChatScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         self.transcript.anchor()
+        self.watch(self.transcript, "scroll_y", self._transcript_moved, init=False)
         self.settings = ChatSettings.from_config(self.baize.config, self.baize.model_spec)
         self.watch(self.baize, "model_state", self._model_state_changed)
         self.prompt_box.focus()
@@ -174,6 +179,24 @@ class ChatScreen(Screen[None]):
                 self._spin_timer.resume()
             else:
                 self._spin_timer.pause()
+
+    async def _transcript_moved(self) -> None:
+        for collapser in self._collapsers:
+            if collapser.should_expand():
+                await collapser.expand()
+
+    async def on_resize(self) -> None:
+        await self._transcript_moved()
+
+    async def _collapse(self) -> None:
+        if self.busy:
+            for collapser in self._collapsers:
+                await collapser.collapse()
+
+    @staticmethod
+    async def _expand_for_good(collapsers: list[Collapser]) -> None:
+        for collapser in collapsers:
+            await collapser.expand(close=True)
 
     def _spin(self) -> None:
         if not self._spinning_in_worker:
@@ -214,6 +237,8 @@ class ChatScreen(Screen[None]):
             siblings = [m.id for m in history.siblings(message.id)]
             branch = (siblings.index(message.id) + 1, len(siblings)) if len(siblings) > 1 else None
             views.append(MessageView(message.role, message.text, _info(message, branch)))
+        for collapser in self._collapsers:
+            collapser.forget()
         with self.app.batch_update():
             await self.transcript.remove_children()
             if len(thread) > len(shown):
@@ -378,6 +403,10 @@ class ChatScreen(Screen[None]):
         self.baize.running_turns.add(running)
         turn: ChatTurn | None = None
         reply.start_stream()
+        self._collapsers = [Collapser(self.transcript, self.transcript),
+                            Collapser(reply.body, self.transcript, min_collapsed=1)]
+        self.call_after_refresh(self._collapse)
+        segments = 1
         last_spin = time.monotonic()
         spin_interval = SPIN_INTERVAL
         self._spinning_in_worker = True
@@ -426,8 +455,14 @@ class ChatScreen(Screen[None]):
                 # Right after a write: a due full pass then delays no words.
                 if reply.next_write_in() is None:
                     gc_pacer.tick()
+                    if len(reply.body.children) != segments:  # a segment was finished
+                        segments = len(reply.body.children)
+                        self.call_after_refresh(self._collapse)
         finally:
             self._spinning_in_worker = False
+            # After the frame with the last words (bringing everything back costs a layout).
+            collapsers, self._collapsers = self._collapsers, []
+            self.call_after_refresh(self._expand_for_good, collapsers)
             if gc_pacer.stop():
                 # The full pass held off while streaming, once the last words are on screen.
                 self.app.set_timer(GC_AFTER_REPLY, gc_pacer.release)
