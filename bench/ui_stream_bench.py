@@ -340,12 +340,19 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--turns", type=int, default=0,
                         help="earlier turns of the conversation on screen while streaming")
+    parser.add_argument("--fixed-fps", type=float, default=None,
+                        help="redraw at this fixed rate instead of pacing by CPU (to compare "
+                             "two versions' cost per redraw on a noisy machine)")
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
+    if args.fixed_fps:
+        from baize_tui.ui import widgets
+
+        widgets.STREAM_FPS = widgets.STREAM_MIN_FPS = args.fixed_fps
     pieces = reply_text(args.tokens)
     results: dict[str, Any] = {"tokens": len(pieces), "rate": args.rate,
                                "chars": len("".join(pieces))}
