@@ -13,6 +13,11 @@ transcript equals a one-shot render of the same text. Then it times ``baize-tui`
 its first frame with 1,000 conversations in the history (target < 0.8 s).
 
     python bench/ui_stream_bench.py [--tokens 2000] [--rate 200] [--conversations 1000]
+                                    [--turns 0] [--fixed-fps F] [--skip-anchor] [--skip-startup]
+
+``--turns T`` opens a conversation with T earlier turns on screen first; ``--fixed-fps F``
+redraws at a fixed rate instead of pacing by CPU (with pacing, a cheaper redraw shows up as
+more redraws at the same share of a core, so compare versions with a fixed rate).
 
 Targets (issue 6): < 25 % of one core at 200 tokens/s, last token on screen within 100 ms.
 """
