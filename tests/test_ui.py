@@ -747,24 +747,34 @@ def spacers(container) -> list:  # type: ignore[no-untyped-def]
     return [child for child in container.children if isinstance(child, CollapsedSpace)]
 
 
+def _app_over_long_history(pieces: int, delay: float) -> BaizeApp:
+    """An app showing a 20-turn conversation, whose model streams ``pieces`` words."""
+    cid = _long_conversation(20)
+    engine = ScriptedEngine([f"word{i} " for i in range(pieces)], delay=delay, n_ctx=8192)
+    return scripted_app(engine, start_conversation=cid)
+
+
+async def _send_until_collapsed(pilot, app: BaizeApp) -> ChatScreen:  # type: ignore[no-untyped-def]
+    screen = await ready(pilot, app)
+    await pilot.pause(0.3)
+    await pilot.press(*"go", "enter")
+    await wait_until(pilot, lambda: bool(spacers(screen.transcript)),
+                     what="the earlier messages collapsed")
+    return screen
+
+
 async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
     """While a reply streams, earlier messages well above the view are hidden behind one
     spacer of their height (Textual walks every mounted widget on each layout); nothing
     visible moves, and they come back when the reply ends."""
     from baize_tui.ui.collapse import CollapsedSpace
 
-    cid = _long_conversation(20)
-    engine = ScriptedEngine([f"word{i} " for i in range(400)], delay=0.01, n_ctx=8192)
-    app = scripted_app(engine, start_conversation=cid)
+    app = _app_over_long_history(400, delay=0.01)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await ready(pilot, app)
+        screen = await _send_until_collapsed(pilot, app)
         transcript = screen.transcript
-        await pilot.pause(0.3)
-        old = views(screen)
+        old = views(screen)[:-2]  # before the new question and its reply
         assert len(old) == 40
-        await pilot.press(*"go", "enter")
-        await wait_until(pilot, lambda: bool(spacers(transcript)),
-                         what="the earlier messages collapsed")
         await pilot.pause(0.2)
         (spacer,) = spacers(transcript)
         hidden = [v for v in old if not v.display]
@@ -793,17 +803,10 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
 
 
 async def test_scrolling_up_while_streaming_brings_the_earlier_messages_back() -> None:
-
-    cid = _long_conversation(20)
-    engine = ScriptedEngine([f"word{i} " for i in range(3000)], delay=0.002, n_ctx=8192)
-    app = scripted_app(engine, start_conversation=cid)
+    app = _app_over_long_history(3000, delay=0.002)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await ready(pilot, app)
+        screen = await _send_until_collapsed(pilot, app)
         transcript = screen.transcript
-        await pilot.pause(0.3)
-        await pilot.press(*"go", "enter")
-        await wait_until(pilot, lambda: bool(spacers(transcript)),
-                         what="the earlier messages collapsed")
         transcript.scroll_home(animate=False)
         await wait_until(pilot, lambda: not spacers(transcript),
                          what="the earlier messages back")
