@@ -406,7 +406,7 @@ class ChatScreen(Screen[None]):
         self._collapsers = [Collapser(self.transcript, self.transcript),
                             Collapser(reply.body, self.transcript, min_collapsed=1)]
         self.call_after_refresh(self._collapse)
-        segments = 1
+        body_children = 1  # the reply's segments (and its spacer, once it has one)
         last_spin = time.monotonic()
         spin_interval = SPIN_INTERVAL
         self._spinning_in_worker = True
@@ -455,8 +455,8 @@ class ChatScreen(Screen[None]):
                 # Right after a write: a due full pass then delays no words.
                 if reply.next_write_in() is None:
                     gc_pacer.tick()
-                    if len(reply.body.children) != segments:  # a segment was finished
-                        segments = len(reply.body.children)
+                    if len(reply.body.children) != body_children:  # a segment was finished
+                        body_children = len(reply.body.children)
                         self.call_after_refresh(self._collapse)
         finally:
             self._spinning_in_worker = False
