@@ -414,9 +414,7 @@ class ChatScreen(Screen[None]):
         try:
             ended = False
             while not ended:
-                # Wake when the next write is due: the thread adds pieces to ``items``
-                # without waking this worker.
-                wait = reply.next_write_in(more_coming=True)
+                wait = reply.next_write_in()
                 spin_due = max(0.0, last_spin + spin_interval - time.monotonic())
                 try:
                     await asyncio.wait_for(

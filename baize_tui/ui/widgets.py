@@ -251,10 +251,9 @@ class MessageView(Vertical, can_focus=True):
             self._spin += 1
             self.refresh_header()
 
-    def next_write_in(self, more_coming: bool = False) -> float | None:
-        """Seconds until pending text is due to be written, or None when nothing is pending
-        (``more_coming``: the caller holds text for this view that it has not fed yet)."""
-        if not self._pending and not more_coming:
+    def next_write_in(self) -> float | None:
+        """Seconds until pending text is due to be written, or None when nothing is pending."""
+        if not self._pending:
             return None
         return max(0.0, self._last_write + self._interval - time.monotonic())
 
