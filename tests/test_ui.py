@@ -736,7 +736,7 @@ async def test_streamed_markdown_of_every_kind_matches_a_one_shot_render(
             await pilot.pause(rnd.choice([0, 0, 0.01]))
         await view.finish_stream()
         await pilot.pause(0.3)
-        assert len(view.segments) >= 4
+        assert len(view.segments) >= 2  # split at least once (how often depends on pacing)
         streamed = line_signature(view.body)
         await view.set_text(view.text)
         await pilot.pause(0.3)
