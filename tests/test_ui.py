@@ -593,7 +593,7 @@ async def test_transcript_follows_the_reply_until_the_user_scrolls_up() -> None:
 
 
 async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
-    line_signature = _bench_line_signature()
+    _bench_line_signature()  # puts bench/ on the path
     from ui_stream_bench import reply_text
 
     set_value("chat.max_new_tokens", 3000)
@@ -613,12 +613,28 @@ async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
         assert not spacers(view.body) and all(seg.display for seg in view.segments)
         assert view.text == "".join(pieces).strip()
         await pilot.pause(0.3)
-        streamed = line_signature(view.body)
-        assert len(streamed) > 60
-        await view.set_text(view.text)
-        await pilot.pause(0.3)
-        assert len(view.segments) == 1
-        assert line_signature(view.body) == streamed  # every line, with its colours
+        streamed = await _assert_draws_like_a_one_shot_render(pilot, view)
+        assert len(streamed) > 60 and len(view.segments) == 1
+
+
+async def _streaming_view(pilot, app: BaizeApp) -> MessageView:  # type: ignore[no-untyped-def]
+    """A reply view in the app's transcript, streaming; the test feeds it."""
+    screen = await ready(pilot, app)
+    view = MessageView("assistant")
+    await screen.transcript.mount(view)
+    view.start_stream()
+    return view
+
+
+async def _assert_draws_like_a_one_shot_render(pilot, view: MessageView) -> list:  # type: ignore[no-untyped-def]
+    """Assert that ``view`` shows exactly (every line, with its colours) what rendering its
+    whole text in one go shows; returns the lines."""
+    line_signature = _bench_line_signature()
+    streamed = line_signature(view.body)
+    await view.set_text(view.text)
+    await pilot.pause(0.3)
+    assert line_signature(view.body) == streamed
+    return streamed
 
 
 def _bench_line_signature():  # type: ignore[no-untyped-def]
@@ -636,7 +652,6 @@ async def test_a_code_fence_open_across_a_segment_split_streams_exactly() -> Non
     is what stays. (``Markdown.update`` then ``append`` split such a fence into paragraphs.)"""
     from baize_tui.ui import widgets
 
-    line_signature = _bench_line_signature()
     prose = " ".join(f"word{i}" for i in range(widgets.SEGMENT_CHARS // 6)) + "\n\n"
     chunks = [
         prose,
@@ -646,10 +661,7 @@ async def test_a_code_fence_open_across_a_segment_split_streams_exactly() -> Non
     ]
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 30)) as pilot:
-        screen = await ready(pilot, app)
-        view = MessageView("assistant")
-        await screen.transcript.mount(view)
-        view.start_stream()
+        view = await _streaming_view(pilot, app)
         await view.feed(chunks[0])
         await view.flush()
         await view.feed(chunks[1])
@@ -663,10 +675,7 @@ async def test_a_code_fence_open_across_a_segment_split_streams_exactly() -> Non
         await view.finish_stream()
         await pilot.pause(0.3)
         assert list(view.segments[0].children) == first_blocks  # never drawn again
-        streamed = line_signature(view.body)
-        await view.set_text(view.text)
-        await pilot.pause(0.3)
-        assert line_signature(view.body) == streamed
+        await _assert_draws_like_a_one_shot_render(pilot, view)
 
 
 MIXED_MARKDOWN = """Title line
@@ -718,14 +727,10 @@ async def test_streamed_markdown_of_every_kind_matches_a_one_shot_render(
     from baize_tui.ui import widgets
 
     monkeypatch.setattr(widgets, "SEGMENT_CHARS", 60)
-    line_signature = _bench_line_signature()
     rnd = random.Random(seed)
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 60)) as pilot:
-        screen = await ready(pilot, app)
-        view = MessageView("assistant")
-        await screen.transcript.mount(view)
-        view.start_stream()
+        view = await _streaming_view(pilot, app)
         at = 0
         while at < len(MIXED_MARKDOWN):
             size = rnd.randint(1, 40)
@@ -737,10 +742,7 @@ async def test_streamed_markdown_of_every_kind_matches_a_one_shot_render(
         await view.finish_stream()
         await pilot.pause(0.3)
         assert len(view.segments) >= 2  # split at least once (how often depends on pacing)
-        streamed = line_signature(view.body)
-        await view.set_text(view.text)
-        await pilot.pause(0.3)
-        assert line_signature(view.body) == streamed
+        await _assert_draws_like_a_one_shot_render(pilot, view)
 
 
 async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
@@ -755,10 +757,7 @@ async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
     section = "- one\n- two\n\n```python\nx = 1\n```\n\n> quote\n\n"
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 30)) as pilot:
-        screen = await ready(pilot, app)
-        view = MessageView("assistant")
-        await screen.transcript.mount(view)
-        view.start_stream()
+        view = await _streaming_view(pilot, app)
         for text in (section * 3 + prose, section, prose):
             await view.feed(text)
             await view.flush()
@@ -939,10 +938,7 @@ async def test_redraws_slow_down_when_drawing_is_expensive_and_recover() -> None
     engine = ScriptedEngine(["x"])
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await ready(pilot, app)
-        view = MessageView("assistant")
-        await screen.transcript.mount(view)
-        view.start_stream()
+        view = await _streaming_view(pilot, app)
         fastest, slowest = 1 / widgets.STREAM_FPS, 1 / widgets.STREAM_MIN_FPS
         assert view._interval == pytest.approx(fastest)
 
