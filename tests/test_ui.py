@@ -782,6 +782,100 @@ async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
         await view.finish_stream()
 
 
+async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each write that adds lists, quotes and fences is laid out in one pass, which arranges
+    the screen once. (Textual ran a second pass for the sizes the first one set, a third for
+    blocks that reported late, and rebuilt its map of all widgets in between; see
+    layout_passes.py.)"""
+    import textual._compositor
+    import textual.screen
+
+    passes: list[int] = []
+    arrangements: list[int] = []
+    real_refresh_layout = textual.screen.Screen._refresh_layout
+    real_arrange_root = textual._compositor.Compositor._arrange_root
+
+    def counting_refresh_layout(screen, *args, **kwargs):  # type: ignore[no-untyped-def]
+        passes.append(1)
+        return real_refresh_layout(screen, *args, **kwargs)
+
+    def counting_arrange_root(compositor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        arrangements.append(1)
+        return real_arrange_root(compositor, *args, **kwargs)
+
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await _streaming_view(pilot, app)
+        # Enough to scroll: a scroll bar appearing is a layout of its own.
+        await view.feed("".join(f"Paragraph {i} to start with.\n\n" for i in range(20)))
+        await view.flush()
+        await pilot.pause(0.2)
+        monkeypatch.setattr(textual.screen.Screen, "_refresh_layout", counting_refresh_layout)
+        monkeypatch.setattr(textual._compositor.Compositor, "_arrange_root",
+                            counting_arrange_root)
+        per_write = []
+        for i in range(5):
+            passes.clear()
+            arrangements.clear()
+            await view.feed(f"## Part {i}\n\n- item one\n- item *two*\n\n> a quote {i}\n\n"
+                            f"1. first\n2. second\n\n```python\nx = {i}\n```\n\nAnd")
+            await view.flush()
+            await pilot.pause(0.2)
+            per_write.append((len(passes), len(arrangements)))
+        assert len(view.segments) == 1  # no segment split in this test
+        assert per_write == [(1, 1)] * 5, per_write
+        await view.finish_stream()
+
+
+async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redrawing a widget scrolled out of view makes Textual rebuild its map of every widget:
+    the reply's spinner is drawn only while its header is on screen."""
+    import textual._compositor
+
+    arrangements: list[int] = []
+    real_arrange_root = textual._compositor.Compositor._arrange_root
+
+    def counting_arrange_root(compositor, *args, **kwargs):  # type: ignore[no-untyped-def]
+        arrangements.append(1)
+        return real_arrange_root(compositor, *args, **kwargs)
+
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        view = await _streaming_view(pilot, app)
+        header = view.query_one(".message-header")
+        await pilot.pause(0.1)
+        shown = str(header.render())
+        view.spin()
+        await pilot.pause(0.1)
+        assert str(header.render()) != shown  # in view: it turns
+
+        await view.feed("".join(f"Paragraph {i} of a long reply.\n\n" for i in range(40)))
+        await view.flush()
+        await pilot.pause(0.2)
+        app.screen.transcript.scroll_end(animate=False)
+        await pilot.pause(0.2)
+        assert not view._header_in_view()
+        monkeypatch.setattr(textual._compositor.Compositor, "_arrange_root",
+                            counting_arrange_root)
+        for _ in range(3):
+            view.spin()
+            await pilot.pause(0.05)
+        assert arrangements == []
+        app.screen.transcript.scroll_home(animate=False)
+        await pilot.pause(0.2)
+        view.spin()
+        await pilot.pause(0.1)
+        assert f"{widgets_spinner(view._spin)} generating" in str(header.render())
+        await view.finish_stream()
+
+
+def widgets_spinner(step: int) -> str:
+    from baize_tui.ui.widgets import _SPINNER
+
+    return _SPINNER[step % len(_SPINNER)]
+
+
 async def test_full_collections_are_held_while_a_reply_streams() -> None:
     import gc
 

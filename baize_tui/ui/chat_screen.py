@@ -26,6 +26,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -33,6 +34,7 @@ from baize_tui.chat import ChatSession, ChatTurn
 from baize_tui.history import Message, NotFoundError
 from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
+from baize_tui.ui.layout_passes import ReflowCompositor, quiet_virtual_size
 from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
@@ -87,6 +89,7 @@ class ChatScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__(id="chat")
+        self._compositor = ReflowCompositor()  # see layout_passes.py
         self.conversation_id: int | None = None
         self.settings: ChatSettings | None = None
         self.busy = False
@@ -112,6 +115,12 @@ class ChatScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ layout
+
+    def _refresh_layout(self, size: Size | None = None, scroll: bool = False) -> None:
+        # A pass that resizes widgets would otherwise ask for a second, identical pass (see
+        # layout_passes.py): with a streaming reply, that is every pass.
+        with quiet_virtual_size():
+            super()._refresh_layout(size, scroll)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="chat-layout"):

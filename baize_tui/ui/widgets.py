@@ -7,6 +7,7 @@ falls back to plain text instead of taking the app down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
+from textual.dom import NoScreen
+from textual.errors import NoWidget
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -89,6 +94,34 @@ class LayoutBreak(Widget):
 
 #: A live segment takes no new top-level block once it holds this many characters.
 SEGMENT_CHARS = 1200
+#: Loop turns an append waits, screen updates held, for its new widgets to ask for layout.
+SETTLE_TURNS = 4
+
+
+class Segment(Markdown):
+    """A Markdown document whose appends are laid out once, when the new blocks are complete.
+
+    Left alone, a streamed append is laid out twice: the screen lays out the new blocks as
+    soon as they are mounted, and again once their own children (a list item's paragraph,
+    a quote's text) report that they need layout, which they only do when something next
+    wakes them, such as that first layout. Here screen updates are held while the append
+    runs, the new widgets are prompted to report, and then one layout takes it all.
+    """
+
+    def append(self, markdown: str) -> AwaitComplete:
+        appended = super().append(markdown)
+
+        async def append_settled() -> None:
+            app = self.app
+            with app.batch_update():
+                await appended
+                for widget in self.walk_children(Widget):
+                    widget.check_idle()
+                for _ in range(SETTLE_TURNS):
+                    await asyncio.sleep(0)
+            self.screen.check_idle()  # the screen saw the layout requests during the hold
+
+        return AwaitComplete(append_settled())
 
 
 def _top_level_starts(text: str) -> list[int]:
@@ -155,7 +188,7 @@ class MessageView(Vertical, can_focus=True):
             yield Static(Text(self.text), classes="message-body user-body")
         else:
             with ReplyBody(classes="message-body reply-body"):
-                yield Markdown(self.text, classes="segment")
+                yield Segment(self.text, classes="segment")
 
     @property
     def body(self) -> Widget:
@@ -215,7 +248,7 @@ class MessageView(Vertical, can_focus=True):
             return
         body = self.body
         try:
-            segment = Markdown(classes="segment")
+            segment = Segment(classes="segment")
             with self.app.batch_update():
                 await body.remove_children()
                 await body.mount(segment)
@@ -246,10 +279,20 @@ class MessageView(Vertical, can_focus=True):
         self.refresh_header()
 
     def spin(self) -> None:
-        """Advance the 'generating' spinner in the header."""
+        """Advance the 'generating' spinner in the header (drawn only while the header is in
+        view: redrawing a widget scrolled out of view makes Textual rebuild its map of all
+        widgets, a whole-screen arrangement per spinner frame)."""
         if self.streaming:
             self._spin += 1
-            self.refresh_header()
+            if self._header_in_view():
+                self.refresh_header()
+
+    def _header_in_view(self) -> bool:
+        try:
+            geometry = self.screen.find_widget(self.query_one(".message-header"))
+        except (NoMatches, NoScreen, NoWidget):
+            return False
+        return geometry.clip.overlaps(geometry.region)
 
     def next_write_in(self) -> float | None:
         """Seconds until pending text is due to be written, or None when nothing is pending."""
@@ -325,7 +368,7 @@ class MessageView(Vertical, can_focus=True):
         await self._stop_stream()
         if rest:
             await self._live.append(rest)
-        live = Markdown(classes="segment")
+        live = Segment(classes="segment")
         await self.body.mount(live)
         await live.mount(LayoutBreak())
         # append, not update: after ``Markdown.update`` the next append parses from the
