@@ -365,19 +365,22 @@ class MessageView(Vertical, can_focus=True):
         if offset < len(self._live_text):  # the last block began earlier: not a boundary
             return False
         rest, tail = combined[len(self._live_text):offset], combined[offset:]
-        await self._stop_stream()
-        if rest:
-            await self._live.append(rest)
-        live = Segment(classes="segment")
-        await self.body.mount(live)
-        await live.mount(LayoutBreak())
-        # append, not update: after ``Markdown.update`` the next append parses from the
-        # document's last line instead of its last block's first, and splits an open block.
-        await live.append(tail)
-        self._live, self._live_text = live, tail
-        if self.streaming:
-            self._stream = Markdown.get_stream(live)
-        self._match_margins()
+        with self.app.batch_update():  # one layout for the old segment's end and the new one
+            await self._stop_stream()
+            if rest:
+                await self._live.append(rest)
+            live = Segment(classes="segment")
+            await self.body.mount(live)
+            await live.mount(LayoutBreak())
+            # append, not update: after ``Markdown.update`` the next append parses from the
+            # document's last line instead of its last block's first, and splits an open
+            # block.
+            await live.append(tail)
+            self._live, self._live_text = live, tail
+            if self.streaming:
+                self._stream = Markdown.get_stream(live)
+            self._match_margins()
+        self.screen.check_idle()
         return True
 
     async def _stop_stream(self) -> None:
