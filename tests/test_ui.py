@@ -790,6 +790,8 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
     import textual._compositor
     import textual.screen
 
+    from baize_tui.ui import widgets
+
     passes: list[int] = []
     arrangements: list[int] = []
     real_refresh_layout = textual.screen.Screen._refresh_layout
@@ -822,8 +824,18 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
             await view.flush()
             await pilot.pause(0.2)
             per_write.append((len(passes), len(arrangements)))
-        assert len(view.segments) == 1  # no segment split in this test
+        assert len(view.segments) == 1  # no segment split so far
         assert per_write == [(1, 1)] * 5, per_write
+
+        # A write that ends the live segment and starts the next is one pass too.
+        monkeypatch.setattr(widgets, "SEGMENT_CHARS", 60)
+        passes.clear()
+        arrangements.clear()
+        await view.feed(" text.\n\n- a new list\n- in a new segment\n\n> and a quote\n")
+        await view.flush()
+        await pilot.pause(0.2)
+        assert len(view.segments) == 2
+        assert (len(passes), len(arrangements)) == (1, 1)
         await view.finish_stream()
 
 
