@@ -839,6 +839,38 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
         await view.finish_stream()
 
 
+async def test_call_after_layout_waits_for_the_pass_that_a_batch_held_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bringing back what stood aside costs a layout, so it waits for the frame with the
+    reply's last words. ``call_after_refresh`` callbacks can run before that frame when a
+    batch update (such as the last append's) held it back; ``call_after_layout`` cannot."""
+    import textual.screen
+    from textual.widgets import Static
+
+    events: list[str] = []
+    real_refresh_layout = textual.screen.Screen._refresh_layout
+
+    def recording_refresh_layout(screen, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_refresh_layout(screen, *args, **kwargs)
+        events.append("layout")
+
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await ready(pilot, app)
+        await pilot.pause(0.1)
+        monkeypatch.setattr(textual.screen.Screen, "_refresh_layout", recording_refresh_layout)
+        with app.batch_update():
+            await screen.transcript.mount(Static("new line"))
+            screen.call_after_layout(events.append, "after layout")
+            screen.call_after_refresh(events.append, "after refresh")
+            await pilot.pause(0.1)
+            assert "after refresh" in events  # the held-back frame ran its callbacks...
+            assert "after layout" not in events  # ...but no layout pass has run
+        await pilot.pause(0.2)
+        assert events.index("layout") < events.index("after layout")
+        assert events.count("after layout") == 1
+
+
 async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Redrawing a widget scrolled out of view makes Textual rebuild its map of every widget:

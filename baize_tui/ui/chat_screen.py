@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ SPIN_INTERVAL = 0.1
 STREAM_SPIN_INTERVAL = 0.25
 #: Seconds after a reply ends before the collector's held-off full pass runs.
 GC_AFTER_REPLY = 0.5
+#: :meth:`ChatScreen.call_after_layout` runs its callbacks after at most this many seconds
+#: even when no layout pass comes.
+AFTER_LAYOUT_AT_MOST = 0.5
 
 Starter = Callable[[threading.Event], ChatTurn]
 
@@ -104,6 +108,7 @@ class ChatScreen(Screen[None]):
         # While a reply streams: hide earlier messages, and the reply's finished segments,
         # that are far above the view (see collapse.py).
         self._collapsers: list[Collapser] = []
+        self._after_layout: list[Callable[[], Any]] = []
         # Per conversation, the oldest turn its last prompt kept: a new ChatSession per turn
         # starts from it, so once the context is full the prompt's start stays put and
         # llama.cpp's KV cache keeps serving (see ChatSession.first_kept).
@@ -121,6 +126,23 @@ class ChatScreen(Screen[None]):
         # layout_passes.py): with a streaming reply, that is every pass.
         with quiet_virtual_size():
             super()._refresh_layout(size, scroll)
+        if self._after_layout:
+            self._run_after_layout()
+
+    def call_after_layout(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` once the next layout pass has drawn the screen.
+
+        Unlike ``call_after_refresh``, whose callbacks also run on a frame that a batch
+        update held back (so before the layout that is pending), this waits for the pass
+        itself; if none comes within :data:`AFTER_LAYOUT_AT_MOST` seconds it runs anyway.
+        """
+        self._after_layout.append(partial(callback, *args))
+        self.set_timer(AFTER_LAYOUT_AT_MOST, self._run_after_layout)
+
+    def _run_after_layout(self) -> None:
+        callbacks, self._after_layout = self._after_layout, []
+        for callback in callbacks:
+            self.call_next(callback)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="chat-layout"):
@@ -471,7 +493,7 @@ class ChatScreen(Screen[None]):
             self._spinning_in_worker = False
             # After the frame with the last words (bringing everything back costs a layout).
             collapsers, self._collapsers = self._collapsers, []
-            self.call_after_refresh(self._expand_for_good, collapsers)
+            self.call_after_layout(self._expand_for_good, collapsers)
             if gc_pacer.stop():
                 # The full pass held off while streaming, once the last words are on screen.
                 self.app.set_timer(GC_AFTER_REPLY, gc_pacer.release)

@@ -109,17 +109,24 @@ class Segment(Markdown):
     """
 
     def append(self, markdown: str) -> AwaitComplete:
+        before = set(self.children)
         appended = super().append(markdown)
 
         async def append_settled() -> None:
             app = self.app
-            with app.batch_update():
-                await appended
-                for widget in self.walk_children(Widget):
-                    widget.check_idle()
-                for _ in range(SETTLE_TURNS):
-                    await asyncio.sleep(0)
-            self.screen.check_idle()  # the screen saw the layout requests during the hold
+            try:
+                with app.batch_update():
+                    await appended
+                    for block in self.children:
+                        if block not in before:  # new, or re-created by this append
+                            for widget in block.walk_children(Widget, with_self=True):
+                                widget.check_idle()
+                    for _ in range(SETTLE_TURNS):
+                        await asyncio.sleep(0)
+            finally:
+                # The screen saw the layout requests while updates were held: wake it.
+                if self.is_attached:
+                    self.screen.check_idle()
 
         return AwaitComplete(append_settled())
 
@@ -380,7 +387,7 @@ class MessageView(Vertical, can_focus=True):
             if self.streaming:
                 self._stream = Markdown.get_stream(live)
             self._match_margins()
-        self.screen.check_idle()
+        self.screen.check_idle()  # it saw the layout requests while updates were held
         return True
 
     async def _stop_stream(self) -> None:
