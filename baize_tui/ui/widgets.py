@@ -205,7 +205,11 @@ class MessageView(Vertical, can_focus=True):
     @property
     def segments(self) -> list[Markdown]:
         """The Markdown segments of a reply, in order."""
-        return list(self.query(".segment").results(Markdown))
+        try:
+            body = self.body
+        except NoMatches:  # not composed yet
+            return []
+        return [child for child in body.children if isinstance(child, Markdown)]
 
     def _header(self) -> Text:
         who = "You" if self.role == "user" else "Baize"
@@ -347,7 +351,8 @@ class MessageView(Vertical, can_focus=True):
                 # of the stream could race its appends (see _stop_stream).
                 async with self._live.lock:
                     pass
-                self._match_margins()  # that append may have re-created the segment's first block
+                # That append may have re-created the live segment's first block.
+                self._match_margins(last=2)
                 await self._stream.write(chunk)
             else:  # the stream has ended (the last words): append them directly
                 await self._live.append(chunk)
@@ -386,7 +391,7 @@ class MessageView(Vertical, can_focus=True):
             self._live, self._live_text = live, tail
             if self.streaming:
                 self._stream = Markdown.get_stream(live)
-            self._match_margins()
+            self._match_margins(last=3)  # appending ``rest`` may have re-created its first block
         self.screen.check_idle()  # it saw the layout requests while updates were held
         return True
 
@@ -406,13 +411,16 @@ class MessageView(Vertical, can_focus=True):
             async with self._live.lock:
                 pass
 
-    def _match_margins(self) -> None:
+    def _match_margins(self, last: int | None = None) -> None:
         """Give each gap between segments the collapsed margin one document would have:
         inside one document the gap is max(bottom, top); across two segments it would be
         bottom + top, so the lower block's top margin is cut by the upper one's bottom.
         (Run again whenever a segment's first block may have been re-created: a stream
-        replaces the last block it wrote, and with it the margin set here.)"""
+        replaces the last block it wrote, and with it the margin set here. Only the gaps
+        among the ``last`` segments, when given: the others no longer change.)"""
         segments = self.segments
+        if last is not None:
+            segments = segments[-last:]
         for before, after in zip(segments, segments[1:], strict=False):
             above = [b for b in before.children if isinstance(b, MarkdownBlock)]
             below = [b for b in after.children if isinstance(b, MarkdownBlock)]
