@@ -792,19 +792,6 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
 
     from baize_tui.ui import widgets
 
-    passes: list[int] = []
-    arrangements: list[int] = []
-    real_refresh_layout = textual.screen.Screen._refresh_layout
-    real_arrange_root = textual._compositor.Compositor._arrange_root
-
-    def counting_refresh_layout(screen, *args, **kwargs):  # type: ignore[no-untyped-def]
-        passes.append(1)
-        return real_refresh_layout(screen, *args, **kwargs)
-
-    def counting_arrange_root(compositor, *args, **kwargs):  # type: ignore[no-untyped-def]
-        arrangements.append(1)
-        return real_arrange_root(compositor, *args, **kwargs)
-
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 30)) as pilot:
         view = await _streaming_view(pilot, app)
@@ -812,9 +799,8 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
         await view.feed("".join(f"Paragraph {i} to start with.\n\n" for i in range(20)))
         await view.flush()
         await pilot.pause(0.2)
-        monkeypatch.setattr(textual.screen.Screen, "_refresh_layout", counting_refresh_layout)
-        monkeypatch.setattr(textual._compositor.Compositor, "_arrange_root",
-                            counting_arrange_root)
+        passes = _count_calls(monkeypatch, textual.screen.Screen, "_refresh_layout")
+        arrangements = _count_calls(monkeypatch, textual._compositor.Compositor, "_arrange_root")
         per_write = []
         for i in range(5):
             passes.clear()
@@ -877,12 +863,7 @@ async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
     the reply's spinner is drawn only while its header is on screen."""
     import textual._compositor
 
-    arrangements: list[int] = []
-    real_arrange_root = textual._compositor.Compositor._arrange_root
-
-    def counting_arrange_root(compositor, *args, **kwargs):  # type: ignore[no-untyped-def]
-        arrangements.append(1)
-        return real_arrange_root(compositor, *args, **kwargs)
+    from baize_tui.ui.widgets import _SPINNER
 
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -900,8 +881,7 @@ async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
         app.screen.transcript.scroll_end(animate=False)
         await pilot.pause(0.2)
         assert not view._header_in_view()
-        monkeypatch.setattr(textual._compositor.Compositor, "_arrange_root",
-                            counting_arrange_root)
+        arrangements = _count_calls(monkeypatch, textual._compositor.Compositor, "_arrange_root")
         for _ in range(3):
             view.spin()
             await pilot.pause(0.05)
@@ -910,14 +890,21 @@ async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
         await pilot.pause(0.2)
         view.spin()
         await pilot.pause(0.1)
-        assert f"{widgets_spinner(view._spin)} generating" in str(header.render())
+        assert f"{_SPINNER[view._spin % len(_SPINNER)]} generating" in str(header.render())
         await view.finish_stream()
 
 
-def widgets_spinner(step: int) -> str:
-    from baize_tui.ui.widgets import _SPINNER
+def _count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """Count calls of ``owner.name`` from now on (the list grows by one per call)."""
+    calls: list[int] = []
+    real = getattr(owner, name)
 
-    return _SPINNER[step % len(_SPINNER)]
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
 
 
 async def test_full_collections_are_held_while_a_reply_streams() -> None:
