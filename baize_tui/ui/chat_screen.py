@@ -27,7 +27,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -121,11 +120,12 @@ class ChatScreen(Screen[None]):
 
     # ------------------------------------------------------------------ layout
 
-    def _refresh_layout(self, size: Size | None = None, scroll: bool = False) -> None:
+    def _refresh_layout(self, *args: Any, **kwargs: Any) -> None:
         # A pass that resizes widgets would otherwise ask for a second, identical pass (see
-        # layout_passes.py): with a streaming reply, that is every pass.
+        # layout_passes.py): with a streaming reply, that is every pass. (Arguments passed
+        # through as they come: this is Textual's private method.)
         with quiet_virtual_size():
-            super()._refresh_layout(size, scroll)
+            super()._refresh_layout(*args, **kwargs)
         if self._after_layout:
             self._run_after_layout()
 

@@ -17,17 +17,19 @@ same screen. Three causes, and what the chat screen does about each:
   :class:`~baize_tui.ui.widgets.Segment` wakes them before the pass, not after.
 
 Both helpers here reach into Textual internals (``Reactive._layout``, ``Compositor
-._full_map_invalidated``); if a Textual release renames them they do nothing, and
-``tests/test_ui.py::test_one_layout_pass_per_streamed_write`` says so.
+._full_map_invalidated``), and the chat screen wraps Textual's private
+``Screen._refresh_layout``, passing its arguments through. If a Textual release renames any of
+them, they do nothing (the screen looks the same, each write costs more) and
+``tests/test_ui.py::test_one_layout_pass_per_streamed_write`` fails to say so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from textual._compositor import Compositor, ReflowResult
-from textual.geometry import Size
 from textual.widget import Widget
 
 
@@ -49,8 +51,8 @@ def quiet_virtual_size() -> Iterator[None]:
 class ReflowCompositor(Compositor):
     """A compositor that keeps the map of all widgets that a full reflow has just built."""
 
-    def reflow(self, parent: Widget, size: Size) -> ReflowResult:
-        result = super().reflow(parent, size)
+    def reflow(self, *args: Any, **kwargs: Any) -> ReflowResult:
+        result = super().reflow(*args, **kwargs)
         # reflow arranged every widget (visible or not) at this size: the very map that
         # full_map would build again on the next lookup.
         self._full_map_invalidated = False
