@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -113,22 +115,29 @@ class Segment(Markdown):
         appended = super().append(markdown)
 
         async def append_settled() -> None:
-            app = self.app
-            try:
-                with app.batch_update():
-                    await appended
-                    for block in self.children:
-                        if block not in before:  # new, or re-created by this append
-                            for widget in block.walk_children(Widget, with_self=True):
-                                widget.check_idle()
-                    for _ in range(SETTLE_TURNS):
-                        await asyncio.sleep(0)
-            finally:
-                # The screen saw the layout requests while updates were held: wake it.
-                if self.is_attached:
-                    self.screen.check_idle()
+            with updates_held(self):
+                await appended
+                for block in self.children:
+                    if block not in before:  # new, or re-created by this append
+                        for widget in block.walk_children(Widget, with_self=True):
+                            widget.check_idle()
+                for _ in range(SETTLE_TURNS):
+                    await asyncio.sleep(0)
 
         return AwaitComplete(append_settled())
+
+
+@contextmanager
+def updates_held(widget: Widget) -> Iterator[None]:
+    """Hold the app's screen updates (layout and drawing) for the block, then wake the
+    screen: it took the block's layout requests while updates were held, and would otherwise
+    run that layout only when something next woke it."""
+    try:
+        with widget.app.batch_update():
+            yield
+    finally:
+        if widget.is_attached:
+            widget.screen.check_idle()
 
 
 def _top_level_starts(text: str) -> list[int]:
@@ -377,7 +386,7 @@ class MessageView(Vertical, can_focus=True):
         if offset < len(self._live_text):  # the last block began earlier: not a boundary
             return False
         rest, tail = combined[len(self._live_text):offset], combined[offset:]
-        with self.app.batch_update():  # one layout for the old segment's end and the new one
+        with updates_held(self):  # one layout for the old segment's end and the new one
             await self._stop_stream()
             if rest:
                 await self._live.append(rest)
@@ -392,7 +401,6 @@ class MessageView(Vertical, can_focus=True):
             if self.streaming:
                 self._stream = Markdown.get_stream(live)
             self._match_margins(last=3)  # appending ``rest`` may have re-created its first block
-        self.screen.check_idle()  # it saw the layout requests while updates were held
         return True
 
     async def _stop_stream(self) -> None:
