@@ -22,14 +22,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from baize_tui.chat_format import BaizeFormat
 from baize_tui.engines.base import Engine, SamplingParams, TurnStats
 from baize_tui.errors import UserError
-from baize_tui.prompt import STOP_STRINGS, Fitted, StopFilter, Turn, fit, render, to_messages
+from baize_tui.prompt import Fitted, StopFilter, Turn, fit, to_messages
 
 if TYPE_CHECKING:
+    from baize_tui.chat_format import ChatFormat
     from baize_tui.history import HistoryStore
 
 log = logging.getLogger("baize_tui.chat")
+
+#: a stop string no reply contains, for a format whose replies end on tokens only
+NO_STOP = ("\x00\uffff\x00",)
 
 
 @dataclass
@@ -42,6 +47,13 @@ class PreparedPrompt:
     kept_turns: list[Turn] = field(default_factory=list)
     dropped_turns: int = 0
     first_kept: int = 0  # index of the oldest past turn in the prompt
+
+
+def reply_reserve(max_new_tokens: int, n_ctx: int) -> int:
+    """Tokens kept free for the reply when fitting: the reply budget, but at most a quarter
+    of the context, so a small-context model still takes messages. (The reply itself may go
+    on until the budget is spent or the context is full.)"""
+    return max(1, min(max_new_tokens, n_ctx // 4))
 
 
 class ChatTurn(Iterator[str]):
@@ -104,10 +116,13 @@ class ChatSession:
         conversation_id: int | None = None,
         turns: list[Turn] | None = None,
         leaf_id: int | None = None,
+        fmt: ChatFormat | None = None,
     ) -> None:
         self.engine = engine
         self.history = history
-        self.system_prompt = system_prompt  # None: the Baize default
+        #: how the conversation becomes a prompt (Baize's format unless given)
+        self.fmt: ChatFormat = fmt or BaizeFormat()
+        self.system_prompt = system_prompt  # None: the format's default
         self.params = params or SamplingParams()
         self.conversation_id = conversation_id
         self.turns: list[Turn] = list(turns or [])
@@ -136,6 +151,7 @@ class ChatSession:
         params: SamplingParams | None = None,
         system_prompt: str | None = None,
         leaf_id: int | None = None,
+        fmt: ChatFormat | None = None,
     ) -> ChatSession:
         """Continue a saved conversation from its current leaf (or from ``leaf_id``).
 
@@ -162,14 +178,15 @@ class ChatSession:
             conversation_id=conversation_id,
             turns=turns,
             leaf_id=thread[-1].id if thread else None,
+            fmt=fmt,
         )
 
     @property
     def system(self) -> str:
-        """The system prompt in effect."""
-        from baize_tui.prompt import BAIZE_SYSTEM_PROMPT
-
-        return BAIZE_SYSTEM_PROMPT if self.system_prompt is None else self.system_prompt
+        """The system prompt in effect (empty: none)."""
+        if self.system_prompt is None:
+            return self.fmt.default_system or ""
+        return self.system_prompt
 
     def prepare(self, text: str, params: SamplingParams | None = None) -> PreparedPrompt:
         """Fit the conversation plus ``text`` into the engine's context (nothing is saved).
@@ -182,11 +199,13 @@ class ChatSession:
         if n_ctx > 0:
             fitted = fit(
                 self.system, self.turns, text, n_ctx=n_ctx,
-                max_new_tokens=params.max_new_tokens, count_tokens=self.engine.count_tokens,
+                max_new_tokens=reply_reserve(params.max_new_tokens, n_ctx),
+                count_tokens=self.engine.count_tokens,
                 min_start=self.first_kept, headroom=self.drop_headroom,
+                renderer=self.fmt.render,
             )
         else:  # unknown context (remote API): send everything, let the server decide
-            prompt = render(self.system, self.turns, text)
+            prompt = self.fmt.render(self.system, self.turns, text)
             fitted = Fitted(prompt, self.engine.count_tokens(prompt), list(self.turns), 0)
         payload: str | list[dict[str, str]] = fitted.prompt
         if self.engine.takes_messages:
@@ -240,11 +259,12 @@ class ChatSession:
                     text="", model=self.engine.spec, params=params.to_dict(), complete=False,
                 )
                 self.leaf_id = turn.reply_message_id
-            flt = StopFilter(STOP_STRINGS)
+            stops = self.fmt.stop_strings
+            flt = StopFilter(stops or NO_STOP)
             gen = None
             error: BaseException | None = None
             try:
-                gen = self.engine.stream(turn.prepared.payload, params, cancel, stop=STOP_STRINGS)
+                gen = self.engine.stream(turn.prepared.payload, params, cancel, stop=stops)
                 turn.stats = gen.stats
                 last_save = time.monotonic()
                 for piece in gen:
@@ -355,5 +375,6 @@ class ChatSession:
             "engine": self.engine.describe(),
             "conversation": self.conversation_id,
             "turns": len(self.turns),
+            "format": self.fmt.name,
             "params": self.params.to_dict(),
         }

@@ -111,6 +111,7 @@ def fit(
     count_tokens: Callable[[str], int],
     min_start: int = 0,
     headroom: float = 0.0,
+    renderer: Callable[[str | None, Sequence[tuple[str, str]], str], str] | None = None,
 ) -> Fitted:
     """Keep the system prompt and as many whole past turns, newest first, as fit.
 
@@ -125,7 +126,11 @@ def fit(
     earlier fit dropped (pass the previous :attr:`Fitted.first_kept`), and when turns must
     be dropped, ``headroom`` (a fraction of the room past turns may take) is freed beyond
     what this turn needs, so the next turns fit without dropping again.
+
+    ``renderer`` renders the prompt in another chat format (default: Baize's :func:`render`;
+    see :mod:`baize_tui.chat_format`).
     """
+    draw = renderer or render
     turns = [Turn(*t) for t in past_turns]
     start = min(max(min_start, 0), len(turns))
     budget = n_ctx - max_new_tokens
@@ -133,7 +138,7 @@ def fit(
 
     def attempt(keep: int) -> tuple[str, int]:
         if keep not in tried:
-            text = render(system, turns[len(turns) - keep:] if keep else [], new_message)
+            text = draw(system, turns[len(turns) - keep:] if keep else [], new_message)
             tried[keep] = (text, count_tokens(text))
         return tried[keep]
 

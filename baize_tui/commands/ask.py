@@ -14,10 +14,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from baize_tui.engines.base import Engine, SamplingParams
+from baize_tui.engines.base import Engine
 from baize_tui.errors import UserError
 
 if TYPE_CHECKING:
+    from baize_tui.chat_core import ChatSettings
     from baize_tui.history import Conversation, HistoryStore
 
 LAST = "last"
@@ -42,13 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for openai:MODEL")
     p.add_argument("-s", "--system", metavar="TEXT",
-                   help="system prompt (default: Baize's; with --continue, the conversation's)")
+                   help="system prompt (default: [chat] system_prompt in the config, else the "
+                   "format's: Baize's for Baize's format, none for a model's own template; "
+                   "with --continue, the conversation's)")
+    p.add_argument("-f", "--format", metavar="FORMAT",
+                   help="chat format: auto (the model's chat template; Baize's format when it "
+                   "has none), baize, or template (default: [chat] format in the config, auto)")
     p.add_argument("-t", "--temperature", type=float, metavar="T", help="sampling temperature (1.0)")
     p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling threshold (0.95)")
     p.add_argument("--top-k", type=int, metavar="K", help="top-k sampling, 0 = off (0)")
     p.add_argument("--min-p", type=float, metavar="P", help="min-p sampling, 0 = off (0)")
     p.add_argument("--repeat-penalty", type=float, metavar="R", help="1.0 = off (1.0)")
-    p.add_argument("-n", "--max-tokens", type=int, metavar="N", help="reply budget in tokens (512)")
+    p.add_argument("-n", "--max-tokens", type=int, metavar="N",
+                   help="reply budget in tokens (512; at most a quarter of the context is "
+                   "reserved for it when fitting the prompt)")
     p.add_argument("--seed", type=int, metavar="N", help="fixed seed: the same seed repeats a reply")
     p.add_argument("--n-ctx", type=int, metavar="N",
                    help="context size (default: the model's, capped by model.max_ctx)")
@@ -135,19 +143,33 @@ def run(args: argparse.Namespace) -> int:
             "`baize-convert merge` (see its --help)"
         )
 
-    base = SamplingParams.from_dict(conversation.params if conversation else None)
-    params = base.with_(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty, max_new_tokens=args.max_tokens, seed=args.seed,
-    )
-
-    engine = open_engine(spec, config=config, base_url=args.base_url, n_ctx=args.n_ctx)
+    settings = _settings(args, config, conversation, spec)
+    engine = open_engine(spec, config=config, base_url=args.base_url,
+                         n_ctx=args.n_ctx or settings.n_ctx)
     try:
-        return _turn(args, text, engine, store, conversation, params)
+        return _turn(args, text, engine, store, conversation, settings)
     finally:
         engine.close()
         if store is not None:
             store.close()
+
+
+def _settings(args: argparse.Namespace, config: dict, conversation: Conversation | None,
+              spec: str) -> ChatSettings:
+    """The chat's settings exactly as the app resolves them (``[chat]`` defaults, or the
+    conversation's), with this command's flags on top."""
+    from baize_tui.chat_core import ChatSettings
+
+    if conversation is not None:
+        base = ChatSettings.from_conversation(spec, conversation.system_prompt,
+                                              conversation.params)
+    else:
+        base = ChatSettings.from_config(config, spec)
+    return base.with_overrides(
+        system_prompt=args.system, fmt=args.format, n_ctx=args.n_ctx,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, max_new_tokens=args.max_tokens, seed=args.seed,
+    )
 
 
 def _turn(
@@ -156,15 +178,16 @@ def _turn(
     engine: Engine,
     store: HistoryStore | None,
     conversation: Conversation | None,
-    params: SamplingParams,
+    settings: ChatSettings,
 ) -> int:
-    from baize_tui.chat import ChatSession
+    from baize_tui.chat_core import ChatController
 
-    if conversation is not None:
-        session = ChatSession.resume(engine, store, conversation.id, params=params,
-                                     system_prompt=args.system)
-    else:
-        session = ChatSession(engine, system_prompt=args.system, params=params)
+    controller = ChatController(engine, store)
+    resolved = controller.resolved(settings)
+    if resolved.notice:
+        print(f"baize-tui: {resolved.notice}", file=sys.stderr)
+    session = controller.session(settings, conversation.id if conversation else None)
+    params = settings.params
 
     if args.show_prompt:
         prepared = session.prepare(text)
@@ -173,10 +196,9 @@ def _turn(
             if sys.stdout.isatty():
                 sys.stdout.write("\n")
         else:
-            from baize_tui.prompt import STOP_STRINGS
-
             # exactly what ChatSession sends, stop strings included
-            body = engine.request_body(prepared.payload, params, STOP_STRINGS)  # type: ignore[attr-defined]
+            body = engine.request_body(prepared.payload, params,  # type: ignore[attr-defined]
+                                       session.fmt.stop_strings)
             print(json.dumps(body, ensure_ascii=False, indent=2))
         if prepared.dropped_turns:
             print(f"baize-tui: {prepared.dropped_turns} oldest turn(s) left out to fit the "
@@ -188,9 +210,11 @@ def _turn(
 
         store = HistoryStore()
     session.history = store
+    controller.history = store
 
     cancel = threading.Event()
-    turn = session.send(text, cancel)
+    turn = controller.send(settings, text, cancel, conversation_id=session.conversation_id,
+                           session=session)
     if turn.dropped_turns:
         print(f"baize-tui: {turn.dropped_turns} oldest turn(s) left out to fit the context",
               file=sys.stderr)
@@ -217,6 +241,12 @@ def _turn(
     stats = turn.stats
     if args.stats:
         print(f"baize-tui: {stats.summary()}", file=sys.stderr)
+        print(f"baize-tui: format {resolved.label}: {resolved.reason}", file=sys.stderr)
+        if stats.reused_tokens is not None:
+            print(f"baize-tui: KV cache reused {stats.reused_tokens} of "
+                  f"{stats.prompt_tokens} prompt tokens", file=sys.stderr)
+        if stats.kv_note:
+            print(f"baize-tui: {stats.kv_note}", file=sys.stderr)
     if stats.finish_reason == "length":
         print("baize-tui: the reply was cut at the token limit (--max-tokens or the context)",
               file=sys.stderr)

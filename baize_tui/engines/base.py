@@ -91,6 +91,10 @@ class TurnStats:
     evaluated_tokens: int | None = None
     seed: int | None = None
     error: str | None = None
+    #: prompt tokens served from the engine's KV cache (``None``: the engine cannot tell)
+    reused_tokens: int | None = None
+    #: set when the prompt did not extend the previous one (the cache could not be reused)
+    kv_note: str | None = None
 
     @classmethod
     def seeded(cls, params: SamplingParams) -> TurnStats:

@@ -281,6 +281,14 @@ class LlamaEngine(PromptEngine):
                 engine.evaluated_total += len(tokens)
 
         llm.eval = counting_eval  # type: ignore[method-assign]
+        import llama_cpp as _lc
+
+        self._vocab = _lc.llama_model_get_vocab(llm.model)
+        self._pieces_cache: dict[int, bytes] = {}
+        self._last_prompt: list[int] = []
+        meta = llm.metadata or {}
+        bos_id = int(meta.get("tokenizer.ggml.bos_token_id", -1) or -1)
+        self._bos_text = self._piece_text(bos_id) if bos_id >= 0 else ""
         log.info("loaded %s: n_ctx=%d threads=%d", self.path, self._n_ctx, self.n_threads)
 
     @property
@@ -292,10 +300,26 @@ class LlamaEngine(PromptEngine):
         """The underlying ``llama_cpp.Llama`` (for benchmarks and advanced use)."""
         return self._llm
 
+    def _piece_text(self, token: int) -> str:
+        import llama_cpp
+
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    @property
+    def _kv_tokens(self) -> list[int]:
+        """The tokens whose keys and values the context holds now, in order."""
+        llm = self._llm
+        return [int(t) for t in llm.input_ids[: llm.n_tokens]]
+
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of a whole prompt, BOS first, exactly as they are fed to the model."""
-        # create_completion tokenizes with special=True and prepends BOS when the vocab asks.
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        """Token ids of a whole prompt, BOS first, exactly as they are fed to the model.
+
+        Special tokens are parsed as specials. BOS is prepended when the vocab asks for it,
+        unless the text (a chat template's rendering) already starts with it.
+        """
+        add_bos = not (self._bos_text and text.startswith(self._bos_text))
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -312,12 +336,11 @@ class LlamaEngine(PromptEngine):
         stop: Sequence[str],
         stats: TurnStats,
     ) -> Iterator[str]:
-        import llama_cpp
-
         with self._lock:
             tokens = self.tokenize(prompt)
             stats.prompt_tokens = len(tokens)
-            if len(tokens) >= self._n_ctx:
+            room = self._n_ctx - len(tokens)
+            if room <= 0:
                 from baize_tui.prompt import ContextOverflow
 
                 raise ContextOverflow(len(tokens) + params.max_new_tokens, self._n_ctx,
@@ -325,58 +348,122 @@ class LlamaEngine(PromptEngine):
             if cancel.is_set():  # cancelled before it started: nothing to evaluate
                 stats.finish_reason = "cancelled"
                 return
-            n_prompt = len(tokens)
-
-            over_length = False
-
-            def count_and_check(input_ids: Any, logits: Any) -> bool:
-                # Called after each sampled token with the ids evaluated so far (the new
-                # token is not among them yet), and once more at the end with the same ids.
-                nonlocal over_length
-                sampled = len(input_ids) - n_prompt + 1
-                if sampled > params.max_new_tokens:
-                    # llama-cpp-python skips its max_tokens check while a UTF-8 character
-                    # is incomplete, so it can overshoot by a few tokens: stop it here.
-                    over_length = True
-                    return True
-                stats.completion_tokens = max(stats.completion_tokens, sampled)
-                return cancel.is_set()
-
+            self._check_reuse(tokens, stats)
             evaluated_before = self.evaluated_total
-            chunks = self._llm.create_completion(
-                tokens,
-                max_tokens=params.max_new_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                min_p=params.min_p,
-                repeat_penalty=params.repeat_penalty,
-                seed=stats.seed,
-                stop=list(stop),
-                stream=True,
-                stopping_criteria=llama_cpp.StoppingCriteriaList([count_and_check]),
-            )
-            reason = None
-            try:
-                for chunk in chunks:
-                    choice = chunk["choices"][0]
-                    reason = choice.get("finish_reason") or reason
-                    stats.evaluated_tokens = self.evaluated_total - evaluated_before
-                    if choice["text"]:
-                        yield choice["text"]
-                    if cancel.is_set():
-                        break
-            finally:
-                chunks.close()
-                stats.evaluated_tokens = self.evaluated_total - evaluated_before
+            yield from self._decode(tokens, params, min(params.max_new_tokens, room),
+                                    self.stop_token_ids(stop), cancel, stats)
+            stats.evaluated_tokens = self.evaluated_total - evaluated_before
+
+    def _check_reuse(self, tokens: list[int], stats: TurnStats) -> None:
+        """Record how much of ``tokens`` the KV cache holds, and whether the prompt extends
+        the previous one (a template that rewrites earlier turns defeats the cache)."""
+        cached = self._kv_tokens
+        reused = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            reused += 1
+        stats.reused_tokens = reused
+        last = self._last_prompt
+        if last and tokens[:len(last)] != last:
+            stats.kv_note = (
+                f"the prompt does not extend the previous one (KV cache reused {reused} of "
+                f"{len(tokens)} prompt tokens): the chat format rewrote earlier turns, or "
+                f"another conversation ran in between")
+        self._last_prompt = list(tokens)
+
+    def _decode(self, tokens: list[int], params: SamplingParams, limit: int,
+                stop_ids: frozenset[int], cancel: threading.Event,
+                stats: TurnStats) -> Iterator[str]:
+        """Sample token by token; text is decoded incrementally (cost flat per token).
+
+        Only an incomplete UTF-8 sequence (at most 3 bytes) is ever held back; bytes that
+        can never complete become U+FFFD at once.
+        """
+        import codecs
+
+        import llama_cpp
+
+        llm = self._llm
+        llm.set_seed(stats.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab, piece = self._vocab, self._piece
+        sampled = 0
+        tokens_out = llm.generate(
+            tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+            temp=params.temperature, repeat_penalty=params.repeat_penalty,
+        )
+        try:
+            for token in tokens_out:
+                if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+                    stats.finish_reason = "stop"
+                    break
+                sampled += 1
+                stats.completion_tokens = sampled
+                text = decoder.decode(piece(token))
+                if text:
+                    yield text
                 if cancel.is_set():
                     stats.finish_reason = "cancelled"
-                elif over_length:
+                    break
+                if sampled >= limit:
                     stats.finish_reason = "length"
-                elif reason in ("stop", "length"):
-                    # "length" is also what llama-cpp-python reports when max_tokens was
-                    # clamped to the context left; both end the reply here.
-                    stats.finish_reason = reason
+                    break
+        finally:
+            tokens_out.close()
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one token (specials as nothing), cached per id."""
+        cached = self._pieces_cache.get(token)
+        if cached is None:
+            import llama_cpp
+
+            size = 64
+            while True:
+                buf = ctypes.create_string_buffer(size)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            cached = self._pieces_cache[token] = buf.raw[:n]
+        return cached
+
+    def stop_token_ids(self, stop: Sequence[str]) -> frozenset[int]:
+        """Token ids of the stop strings that are one special token (``<|im_end|>``, …)."""
+        ids = set()
+        for text in stop:
+            found = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if len(found) == 1 and self._piece(found[0]) == b"":
+                ids.add(found[0])
+        return frozenset(ids)
+
+    def chat_info(self) -> Any:
+        """What the file says about chatting with it (name, template, BOS/EOS text)."""
+        from baize_tui.chat_format import ModelChatInfo
+
+        meta = self._llm.metadata or {}
+
+        def token_text(key: str) -> str:
+            try:
+                index = int(meta.get(key, -1))
+            except ValueError:
+                return ""
+            if index < 0:
+                return ""
+            import llama_cpp
+
+            raw = llama_cpp.llama_vocab_get_text(self._vocab, index)
+            return raw.decode("utf-8", errors="replace") if raw else ""
+
+        return ModelChatInfo(
+            name=str(self.info.get("name") or self.path.stem),
+            chat_template=meta.get("tokenizer.chat_template") or None,
+            bos_token=token_text("tokenizer.ggml.bos_token_id"),
+            eos_token=token_text("tokenizer.ggml.eos_token_id"),
+        )
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None
