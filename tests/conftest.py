@@ -123,3 +123,36 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_cache: Path):
     monkeypatch.setattr(models, "RETRY_WAIT", 0.01)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def chat_ggufs() -> dict[str, Path]:
+    """Tiny GGUFs with real chat formats (see tests/tiny_chat_ggufs.py), by name.
+
+    No torch needed: gguf-py writes them in about a second each. Cached in the system temp
+    dir under a key of the builder's source and gguf's version; built in a private directory
+    that is renamed into place.
+    """
+    from importlib.metadata import version
+
+    import tiny_chat_ggufs
+
+    digest = hashlib.sha256((TESTS_DIR / "tiny_chat_ggufs.py").read_bytes())
+    digest.update(version("gguf").encode())
+    root = Path(tempfile.gettempdir()) / f"baize-tui-chat-ggufs-{digest.hexdigest()[:16]}"
+    names = [*tiny_chat_ggufs.FORMATS, "chatml_512"]
+    if not (root / "complete").exists():
+        building = Path(tempfile.mkdtemp(prefix="baize-tui-chat-ggufs-build-"))
+        try:
+            for name in tiny_chat_ggufs.FORMATS:
+                tiny_chat_ggufs.build_chat_gguf(building / f"{name}.gguf", name)
+            tiny_chat_ggufs.build_chat_gguf(building / "chatml_512.gguf", "chatml", n_ctx=512)
+            (building / "complete").write_text("ok")
+            try:
+                building.rename(root)
+            except OSError:  # another run finished first; use theirs
+                shutil.rmtree(building, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+    return {name: root / f"{name}.gguf" for name in names}
