@@ -34,7 +34,7 @@ def _n_ctx(value: Any) -> int | None:
         else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatSettings:
     """The settings of one chat: model, chat format, system prompt, sampling, context size.
 
@@ -75,7 +75,12 @@ class ChatSettings:
     def from_conversation(cls, model: str, system_prompt: str | None,
                           params: dict[str, Any]) -> ChatSettings:
         """The settings stored with a conversation (its params dict holds ``n_ctx`` and
-        ``format`` beside the sampling parameters)."""
+        ``format`` beside the sampling parameters). A stored system prompt that is Baize's
+        default, or empty, means the format's default (what a new chat stores)."""
+        from baize_tui.prompt import BAIZE_SYSTEM_PROMPT
+
+        if system_prompt in ("", BAIZE_SYSTEM_PROMPT):
+            system_prompt = None
         try:
             sampling = SamplingParams.from_dict(params)
         except (UserError, TypeError):
@@ -149,12 +154,12 @@ class ChatController:
             return ChatSession(self.engine, history=history, system_prompt=settings.system_prompt,
                                params=settings.params, fmt=fmt)
         if branch_root:
-            conv = history.get_conversation(conversation_id)
-            return ChatSession(self.engine, history=history, system_prompt=conv.system_prompt,
-                               params=settings.params, conversation_id=conversation_id, fmt=fmt)
+            return ChatSession(self.engine, history=history,
+                               system_prompt=settings.system_prompt, params=settings.params,
+                               conversation_id=conversation_id, fmt=fmt)
         session = ChatSession.resume(self.engine, history, conversation_id,
-                                     params=settings.params, leaf_id=leaf_id, fmt=fmt,
-                                     system_prompt=settings.system_prompt)
+                                     params=settings.params, leaf_id=leaf_id, fmt=fmt)
+        session.system_prompt = settings.system_prompt  # None: the format's default
         if leaf_id is None:  # same thread: keep the prompt's start (and the KV cache)
             session.first_kept = self._first_kept.get(conversation_id, 0)
         return session

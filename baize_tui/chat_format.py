@@ -65,8 +65,11 @@ class ChatFormat(Protocol):
     name: str
     #: the system prompt used when the user sets none (``None``: no system message)
     default_system: str | None
-    #: text that ends a reply when the model writes it out as plain text
-    stop_strings: tuple[str, ...]
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Text that ends a reply when the model writes it out as plain text."""
+        ...
 
     def render(self, system: str | None, past_turns: Iterable[tuple[str, str]],
                new_message: str) -> str:
@@ -175,7 +178,7 @@ class TemplateFormat:
         return self.render_messages(self.messages(system, past_turns, new_message))
 
     @cached_property
-    def stop_strings(self) -> tuple[str, ...]:  # type: ignore[override]
+    def stop_strings(self) -> tuple[str, ...]:
         """What the template writes right after an assistant reply (``<|im_end|>``, …).
 
         Found by rendering a sentinel reply; an engine that parses specials turns each into

@@ -19,6 +19,8 @@ from baize_tui.errors import UserError
 
 if TYPE_CHECKING:
     from baize_tui.chat_core import ChatSettings
+    from baize_tui.chat_format import ResolvedFormat
+    from baize_tui.engines.base import TurnStats
     from baize_tui.history import Conversation, HistoryStore
 
 LAST = "last"
@@ -238,18 +240,22 @@ def _turn(
     if wrote or out.isatty():
         out.write("\n")
         out.flush()
-    stats = turn.stats
     if args.stats:
-        print(f"baize-tui: {stats.summary()}", file=sys.stderr)
-        print(f"baize-tui: format {resolved.label}: {resolved.reason}", file=sys.stderr)
-        if stats.reused_tokens is not None:
-            print(f"baize-tui: KV cache reused {stats.reused_tokens} of "
-                  f"{stats.prompt_tokens} prompt tokens", file=sys.stderr)
-        if stats.kv_note:
-            print(f"baize-tui: {stats.kv_note}", file=sys.stderr)
-    if stats.finish_reason == "length":
+        _print_stats(turn.stats, resolved, session.conversation_id)
+    if turn.stats.finish_reason == "length":
         print("baize-tui: the reply was cut at the token limit (--max-tokens or the context)",
               file=sys.stderr)
-    if session.conversation_id is not None and args.stats:
-        print(f"baize-tui: saved as conversation {session.conversation_id}", file=sys.stderr)
     return 0
+
+
+def _print_stats(stats: TurnStats, resolved: ResolvedFormat, conversation_id: int | None) -> None:
+    """``--stats``: the turn's numbers, the chat format and why, and the KV cache reuse."""
+    print(f"baize-tui: {stats.summary()}", file=sys.stderr)
+    print(f"baize-tui: format {resolved.label}: {resolved.reason}", file=sys.stderr)
+    if stats.reused_tokens is not None:
+        print(f"baize-tui: KV cache reused {stats.reused_tokens} of {stats.prompt_tokens} "
+              f"prompt tokens", file=sys.stderr)
+    if stats.kv_note:
+        print(f"baize-tui: {stats.kv_note}", file=sys.stderr)
+    if conversation_id is not None:
+        print(f"baize-tui: saved as conversation {conversation_id}", file=sys.stderr)

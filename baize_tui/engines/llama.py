@@ -385,7 +385,7 @@ class LlamaEngine(PromptEngine):
         import llama_cpp
 
         llm = self._llm
-        llm.set_seed(stats.seed)
+        llm.set_seed(int(stats.seed or 0))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab, piece = self._vocab, self._piece
         sampled = 0

@@ -1,21 +1,19 @@
 """The chat screen: sidebar, transcript, prompt box and status line.
 
 A turn runs like this: the screen mounts the user's message and an empty reply, then an async
-worker (group ``generate``) starts a plain thread that calls :class:`~baize_tui.chat.ChatSession`
-(which saves the user message, fits the prompt, streams from the engine and saves the reply,
-with partial saves while it streams) and hands each visible piece to the event loop through an
-:class:`asyncio.Queue`. Generation never waits on drawing, and no widget is touched off the
+worker (group ``generate``) starts a plain thread that asks the core
+:class:`~baize_tui.chat_core.ChatController` (shared with ``baize-tui ask``) for the turn — it
+resolves the chat format, saves the user message, fits the prompt, streams from the engine and
+saves the reply, with partial saves while it streams — and hands each visible piece to the
+event loop (see turn_flow.py for the parts the worker is made of). Generation never waits on drawing, and no widget is touched off the
 loop. Esc sets the turn's cancel event; the engine stops at the next token and the partial
 reply is saved as ``cancelled``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -30,13 +28,25 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from baize_tui.chat import ChatSession, ChatTurn
+from baize_tui.chat import ChatTurn
+from baize_tui.chat_core import ChatController, ChatSettings
+from baize_tui.chat_format import ResolvedFormat
+from baize_tui.errors import UserError
 from baize_tui.history import Message, NotFoundError
 from baize_tui.ui.collapse import Collapser
-from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.layout_passes import ReflowCompositor, quiet_virtual_size
-from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
+from baize_tui.ui.screens import ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
+from baize_tui.ui.turn_flow import (  # noqa: F401  (constants re-exported for tests)
+    GC_AFTER_REPLY,
+    SPIN_INTERVAL,
+    STREAM_SPIN_INTERVAL,
+    GCHold,
+    ReplyCollapsing,
+    SpinClock,
+    Starter,
+    ThreadBridge,
+)
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
 
 if TYPE_CHECKING:
@@ -46,17 +56,9 @@ log = logging.getLogger("baize_tui.ui")
 
 #: At most this many messages of a thread are mounted (the newest).
 MAX_MOUNTED = 200
-SPIN_INTERVAL = 0.1
-#: Once a reply's text is flowing the text itself shows progress, so the spinners turn more
-#: slowly: each turn is a frame of its own.
-STREAM_SPIN_INTERVAL = 0.25
-#: Seconds after a reply ends before the collector's held-off full pass runs.
-GC_AFTER_REPLY = 0.5
 #: :meth:`ChatScreen.call_after_layout` runs its callbacks after at most this many seconds
 #: even when no layout pass comes.
 AFTER_LAYOUT_AT_MOST = 0.5
-
-Starter = Callable[[threading.Event], ChatTurn]
 
 
 def _info(message: Message, branch: tuple[int, int] | None) -> MessageInfo:
@@ -108,15 +110,34 @@ class ChatScreen(Screen[None]):
         # that are far above the view (see collapse.py).
         self._collapsers: list[Collapser] = []
         self._after_layout: list[Callable[[], Any]] = []
-        # Per conversation, the oldest turn its last prompt kept: a new ChatSession per turn
-        # starts from it, so once the context is full the prompt's start stays put and
-        # llama.cpp's KV cache keeps serving (see ChatSession.first_kept).
-        self._first_kept: dict[int, int] = {}
+        # The core chat controller (shared with `ask`) for the loaded engine: it resolves the
+        # chat format and drives each turn, keeping the prompt's start (and llama.cpp's KV
+        # cache) stable per conversation.
+        self._controller: ChatController | None = None
+        self._assistant_name = "Baize"
 
     @property
     def baize(self) -> BaizeApp:
         """The app, typed."""
         return self.app  # type: ignore[return-value]
+
+    def controller(self) -> ChatController:
+        """The chat controller for the loaded engine (a new one when the model changed)."""
+        engine = self.baize.engine
+        assert engine is not None
+        if self._controller is None or self._controller.engine is not engine:
+            self._controller = ChatController(engine, self.baize.history)
+        return self._controller
+
+    def chat_format(self) -> ResolvedFormat | None:
+        """The chat format this chat's settings give on the loaded model (``None``: no model,
+        or its template cannot be used — the message says why when sending)."""
+        if self.baize.engine is None or self.baize.model_state != "ready":
+            return None
+        try:
+            return self.controller().resolved(self.settings or ChatSettings())
+        except UserError:
+            return None
 
     # ------------------------------------------------------------------ layout
 
@@ -195,6 +216,7 @@ class ChatScreen(Screen[None]):
         app = self.baize
         status = self.status
         status.model_label = app.model_label
+        self._show_format(announce=state == "ready")
         status.n_ctx = app.engine.n_ctx if app.engine is not None else 0
         if state == "loading":
             self._set_state("loading model…")
@@ -202,6 +224,28 @@ class ChatScreen(Screen[None]):
             self._set_state(f"model failed: {app.model_error}")
         elif not self.busy:
             self._set_state("")
+
+    def _show_format(self, *, announce: bool = False) -> None:
+        """Show the chat format in the status line (and, once per model, why it was a
+        guess); name replies after the model unless it speaks Baize's format."""
+        resolved = self.chat_format()
+        self.status.chat_format = resolved.label if resolved is not None else ""
+        name = "Baize"
+        if resolved is not None and resolved.name != "baize":
+            info = getattr(self.baize.engine, "chat_info", None)
+            name = (info().name if callable(info) else "") or "Assistant"
+        self._assistant_name = name
+        for view in self._views():
+            if view.role == "assistant" and view.assistant_name != name:
+                view.assistant_name = name
+                view.refresh_header()
+        if announce and resolved is not None and resolved.notice:
+            self.notify(resolved.notice, severity="warning", timeout=8)
+
+    def _reply_view(self) -> MessageView:
+        view = MessageView("assistant")
+        view.assistant_name = self._assistant_name
+        return view
 
     def _set_state(self, state: str) -> None:
         self.status.state = state
@@ -218,16 +262,6 @@ class ChatScreen(Screen[None]):
 
     async def on_resize(self) -> None:
         await self._transcript_moved()
-
-    async def _collapse(self) -> None:
-        if self.busy:
-            for collapser in self._collapsers:
-                await collapser.collapse()
-
-    @staticmethod
-    async def _expand_for_good(collapsers: list[Collapser]) -> None:
-        for collapser in collapsers:
-            await collapser.expand(close=True)
 
     def _spin(self) -> None:
         if not self._spinning_in_worker:
@@ -256,6 +290,7 @@ class ChatScreen(Screen[None]):
         self.status.ttft_s = None
         await self.reload_transcript()
         self.sidebar.set_current(conversation_id)
+        self._show_format()
         self.baize.ensure_model(self.settings.model, self.settings.n_ctx)
 
     async def reload_transcript(self, focus_message: int | None = None) -> None:
@@ -267,7 +302,9 @@ class ChatScreen(Screen[None]):
         for message in shown:
             siblings = [m.id for m in history.siblings(message.id)]
             branch = (siblings.index(message.id) + 1, len(siblings)) if len(siblings) > 1 else None
-            views.append(MessageView(message.role, message.text, _info(message, branch)))
+            view = MessageView(message.role, message.text, _info(message, branch))
+            view.assistant_name = self._assistant_name
+            views.append(view)
         for collapser in self._collapsers:
             collapser.forget()
         with self.app.batch_update():
@@ -348,8 +385,6 @@ class ChatScreen(Screen[None]):
         """
         if not self._ready():
             return
-        engine = self.baize.engine
-        history = self.baize.history
         settings = self.settings or ChatSettings()
         editing = self._editing
         conversation_id = self.conversation_id
@@ -366,33 +401,15 @@ class ChatScreen(Screen[None]):
                         await old.remove()
                     break
 
+        controller = self.controller()
+
         def start(cancel: threading.Event) -> ChatTurn:
-            assert engine is not None
-            if conversation_id is None:
-                session = ChatSession(engine, history=history,
-                                      system_prompt=settings.system_prompt,
-                                      params=settings.params)
-            elif editing is not None and editing.parent_id is None:
-                conv = history.get_conversation(conversation_id)
-                session = ChatSession(engine, history=history, system_prompt=conv.system_prompt,
-                                      params=settings.params, conversation_id=conversation_id)
-            else:
-                leaf = editing.parent_id if editing is not None else None
-                session = ChatSession.resume(engine, history, conversation_id,
-                                             params=settings.params, leaf_id=leaf)
-                if editing is None:  # same thread: keep the prompt's start (and the KV cache)
-                    session.first_kept = self._first_kept.get(conversation_id, 0)
-            turn = session.send(text, cancel)
-            if session.conversation_id is not None:
-                self._first_kept[session.conversation_id] = session.first_kept
-            if conversation_id is None and session.conversation_id is not None:
-                history.update_conversation(session.conversation_id,
-                                            params=settings.stored_params())
-            return turn
+            return controller.send(settings, text, cancel, conversation_id=conversation_id,
+                                   editing=editing)
 
         self.busy = True  # until the worker ends (a second Enter must not send twice)
         user_view = MessageView("user", text)
-        reply_view = MessageView("assistant")
+        reply_view = self._reply_view()
         await self.transcript.mount_all([user_view, reply_view])
         self.transcript.scroll_end(animate=False)
         self._generate(start, reply_view, user_view, typed if typed is not None else text)
@@ -400,119 +417,79 @@ class ChatScreen(Screen[None]):
     @work(exclusive=True, group="generate")
     async def _generate(self, start: Starter, reply: MessageView, user: MessageView | None,
                         restore: str | None) -> None:
-        """Run one turn: a thread produces pieces, this worker draws them."""
-        loop = asyncio.get_running_loop()
-        # The thread appends to ``items``; it wakes this worker only for what must be seen at
-        # once (the turn starting, its first piece, its end). Other pieces wait for the next
-        # frame: no wake-up per token.
-        items: deque[tuple[str, Any]] = deque()
-        wake = asyncio.Event()
-        cancel = threading.Event()
-        self._cancel = cancel
+        """Run one turn: a thread produces pieces (see turn_flow.py), this worker draws them."""
+        bridge = ThreadBridge(start)
+        running = (bridge.cancel, bridge.start())
+        self._cancel = bridge.cancel
         self.busy = True
         self._set_state("generating…")
-
-        def put(kind: str, value: Any = None, urgent: bool = True) -> None:
-            items.append((kind, value))
-            if urgent:
-                loop.call_soon_threadsafe(wake.set)
-
-        def produce() -> None:
-            try:
-                turn = start(cancel)
-                put("turn", turn)
-                first = True
-                for piece in turn:
-                    put("piece", piece, urgent=first)
-                    first = False
-                put("done", turn)
-            except BaseException as exc:  # travels to the UI side
-                put("error", exc)
-
-        producer = asyncio.ensure_future(asyncio.to_thread(produce))
-        running = (cancel, producer)
         self.baize.running_turns.add(running)
-        turn: ChatTurn | None = None
         reply.start_stream()
-        self._collapsers = [Collapser(self.transcript, self.transcript),
-                            Collapser(reply.body, self.transcript, min_collapsed=1)]
-        self.call_after_refresh(self._collapse)
-        body_children = 1  # the reply's segments (and its spacer, once it has one)
-        last_spin = time.monotonic()
-        spin_interval = SPIN_INTERVAL
-        self._spinning_in_worker = True
-        gc_pacer.start()
+        collapsing = ReplyCollapsing(self.transcript, reply, self.call_after_refresh,
+                                     lambda: self.busy)
+        self._collapsers = collapsing.collapsers
+        spinner = SpinClock()
+        self._spinning_in_worker = True  # the status spinner turns with the reply's
+        turn: ChatTurn | None = None
         try:
-            ended = False
-            while not ended:
-                wait = reply.next_write_in()
-                spin_due = max(0.0, last_spin + spin_interval - time.monotonic())
-                try:
-                    await asyncio.wait_for(
-                        wake.wait(), spin_due if wait is None else min(wait, spin_due)
-                    )
-                except asyncio.TimeoutError:
-                    pass
-                wake.clear()
-                text: list[str] = []
-                while items and not ended:
-                    kind, value = items.popleft()
-                    if kind == "piece":
-                        text.append(value)
-                        continue
-                    if text:
-                        await self._feed(reply, turn, "".join(text))
-                        text.clear()
-                    if kind == "turn":
-                        turn = value
-                        self._turn_started(turn, reply, user)
-                    elif kind == "done":
-                        await self._turn_finished(value, reply)
-                        ended = True
+            with GCHold(self.app.set_timer) as gc_hold:
+                ended = False
+                while not ended:
+                    wait = reply.next_write_in()
+                    await bridge.wait(spinner.due_in() if wait is None
+                                      else min(wait, spinner.due_in()))
+                    wrote = False
+                    for kind, value in bridge.events():
+                        if kind == "text":
+                            await self._feed(reply, turn, value)
+                            wrote = True
+                        elif kind == "turn":
+                            turn = value
+                            self._turn_started(value, reply, user)
+                        elif kind == "done":
+                            await self._turn_finished(value, reply)
+                            ended = True
+                        else:
+                            await self._turn_failed(value, turn, reply, user, restore)
+                            ended = True
+                    if ended:
+                        break
+                    if wrote:
+                        spinner.streaming()
                     else:
-                        await self._turn_failed(value, turn, reply, user, restore)
-                        ended = True
-                if text:
-                    await self._feed(reply, turn, "".join(text))
-                    spin_interval = STREAM_SPIN_INTERVAL
-                elif not ended:
-                    await reply.flush()
-                if ended:
-                    break
-                if time.monotonic() - last_spin >= spin_interval:
-                    last_spin = time.monotonic()
-                    reply.spin()
-                    self.status.spinner += 1
-                # Right after a write: a due full pass then delays no words.
-                if reply.next_write_in() is None:
-                    gc_pacer.tick()
-                    if len(reply.body.children) != body_children:  # a segment was finished
-                        body_children = len(reply.body.children)
-                        self.call_after_refresh(self._collapse)
+                        await reply.flush()
+                    if spinner.take():
+                        reply.spin()
+                        self.status.spinner += 1
+                    if reply.next_write_in() is None:  # right after a write
+                        gc_hold.tick()
+                        collapsing.segment_check()
         finally:
-            self._spinning_in_worker = False
-            # After the frame with the last words (bringing everything back costs a layout).
-            collapsers, self._collapsers = self._collapsers, []
-            self.call_after_layout(self._expand_for_good, collapsers)
-            if gc_pacer.stop():
-                # The full pass held off while streaming, once the last words are on screen.
-                self.app.set_timer(GC_AFTER_REPLY, gc_pacer.release)
-            cancel.set()
-            if reply.streaming and reply.is_mounted:
-                try:
-                    await reply.finish_stream()
-                except Exception:  # e.g. the app is closing and the view is gone
-                    log.debug("could not settle the reply view", exc_info=True)
+            await self._end_turn(bridge, running, reply, collapsing)
+
+    async def _end_turn(self, bridge: ThreadBridge, running: Any, reply: MessageView,
+                        collapsing: ReplyCollapsing) -> None:
+        """Settle the screen after a turn, however it ended."""
+        self._spinning_in_worker = False
+        # After the frame with the last words (bringing everything back costs a layout).
+        self._collapsers = []
+        self.call_after_layout(collapsing.expand_for_good, collapsing.collapsers)
+        bridge.cancel.set()
+        if reply.streaming and reply.is_mounted:
             try:
-                await asyncio.shield(producer)
-            finally:
-                self.baize.running_turns.discard(running)
-            self.busy = False
-            self._cancel = None
-            try:
-                self._model_state_changed(self.baize.model_state)
-            except NoMatches:  # the app is closing mid-reply: the status line is already gone
-                log.debug("status line gone while a reply ended", exc_info=True)
+                await reply.finish_stream()
+            except Exception:  # e.g. the app is closing and the view is gone
+                log.debug("could not settle the reply view", exc_info=True)
+        try:
+            await bridge.join()
+        finally:
+            self.baize.running_turns.discard(running)
+        self.busy = False
+        self._cancel = None
+        try:
+            self._model_state_changed(self.baize.model_state)
+        except NoMatches:  # the app is closing mid-reply: the status line is already gone
+            log.debug("status line gone while a reply ended", exc_info=True)
 
     @staticmethod
     async def _feed(reply: MessageView, turn: ChatTurn | None, text: str) -> None:
@@ -612,24 +589,19 @@ class ChatScreen(Screen[None]):
         if not thread:
             self.notify("Nothing to regenerate yet.", severity="warning")
             return
-        engine = self.baize.engine
-        history = self.baize.history
         conversation_id = self.conversation_id
-        params = (self.settings or ChatSettings()).params
+        settings = self.settings or ChatSettings()
         views = self._views()
         if thread[-1].role == "assistant" and views and views[-1].role == "assistant":
             await views[-1].remove()
-        reply_view = MessageView("assistant")
+        reply_view = self._reply_view()
         await self.transcript.mount(reply_view)
         self.transcript.scroll_end(animate=False)
 
+        controller = self.controller()
+
         def start(cancel: threading.Event) -> ChatTurn:
-            assert engine is not None
-            session = ChatSession.resume(engine, history, conversation_id, params=params)
-            session.first_kept = self._first_kept.get(conversation_id, 0)
-            turn = session.regenerate(cancel)
-            self._first_kept[conversation_id] = session.first_kept
-            return turn
+            return controller.regenerate(settings, conversation_id, cancel)
 
         self._generate(start, reply_view, None, None)
 
@@ -768,7 +740,10 @@ class ChatScreen(Screen[None]):
             self.notify("Stop the reply first (Esc).", severity="warning")
             return
         current = self.settings or ChatSettings.from_config(self.baize.config)
-        new = await self.app.push_screen_wait(SettingsScreen(current))
+        resolved = self.chat_format()
+        default_system = resolved.format.default_system if resolved is not None else None
+        new = await self.app.push_screen_wait(
+            SettingsScreen(current, default_system=default_system))
         if new is not None:
             self.apply_settings(new)
 
@@ -780,6 +755,7 @@ class ChatScreen(Screen[None]):
                 self.conversation_id, system_prompt=settings.system_prompt,
                 model=settings.model, params=settings.stored_params())
         self.baize.ensure_model(settings.model, settings.n_ctx)
+        self._show_format()
         self.notify("Settings saved; they apply from the next message.", timeout=3)
 
     def action_toggle_sidebar(self) -> None:

@@ -4,7 +4,7 @@ places where the self-chat, training and models screens will go."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,61 +21,18 @@ from textual.widgets import (
     Label,
     Markdown,
     ProgressBar,
+    Select,
     Static,
     TextArea,
 )
 
+from baize_tui.chat_core import ChatSettings
+from baize_tui.chat_format import FORMAT_CHOICES
 from baize_tui.engines.base import SamplingParams
 from baize_tui.errors import UserError
 from baize_tui.prompt import BAIZE_SYSTEM_PROMPT
 
 # --------------------------------------------------------------------------- per-chat settings
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """The settings of one chat: model, system prompt, sampling, context size."""
-
-    model: str = ""
-    system_prompt: str = BAIZE_SYSTEM_PROMPT
-    params: SamplingParams = field(default_factory=SamplingParams)
-    n_ctx: int | None = None  # None: the model's own, capped by model.max_ctx
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], model: str | None = None) -> ChatSettings:
-        """Defaults for a new chat: ``model.default`` and the ``[chat]`` table of config.toml
-        (``system_prompt``, ``n_ctx`` and any sampling parameter, e.g. ``temperature``)."""
-        chat = config.get("chat", {}) if isinstance(config.get("chat"), dict) else {}
-        try:
-            params = SamplingParams.from_dict(chat)
-        except (UserError, TypeError):
-            params = SamplingParams()
-        n_ctx = chat.get("n_ctx")
-        return cls(
-            model=model if model is not None else str(config.get("model", {}).get("default", "")),
-            system_prompt=str(chat.get("system_prompt") or BAIZE_SYSTEM_PROMPT),
-            params=params,
-            n_ctx=int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None,
-        )
-
-    def stored_params(self) -> dict[str, Any]:
-        """The params dict saved with a conversation (sampling plus ``n_ctx``)."""
-        data = self.params.to_dict()
-        if self.n_ctx:
-            data["n_ctx"] = self.n_ctx
-        return data
-
-    @classmethod
-    def from_conversation(cls, model: str, system_prompt: str,
-                          params: dict[str, Any]) -> ChatSettings:
-        """The settings stored with a conversation."""
-        n_ctx = params.get("n_ctx")
-        try:
-            sampling = SamplingParams.from_dict(params)
-        except (UserError, TypeError):
-            sampling = SamplingParams()
-        return cls(model=model, system_prompt=system_prompt, params=sampling,
-                   n_ctx=int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None)
 
 
 _FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -95,9 +52,11 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel")]
 
-    def __init__(self, settings: ChatSettings) -> None:
+    def __init__(self, settings: ChatSettings, *, default_system: str | None = None) -> None:
         super().__init__(classes="dialog-screen")
         self.settings = settings
+        #: shown when the chat uses its format's default system prompt (``system_prompt=None``)
+        self.default_system = default_system or ""
 
     def compose(self) -> ComposeResult:
         s = self.settings
@@ -118,8 +77,12 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
                 with Horizontal(classes="label-row"):
                     yield Label("System prompt", classes="grow")
                     yield Button("Reset to Baize default", id="reset-system", compact=True)
-                yield TextArea(s.system_prompt, id="system-prompt", soft_wrap=True,
+                yield TextArea(self._system_shown, id="system-prompt", soft_wrap=True,
                                show_line_numbers=False)
+                yield Label("Chat format (auto: the model's chat template, or Baize's when it "
+                            "has none)")
+                yield Select([(c, c) for c in FORMAT_CHOICES], value=s.format, id="format",
+                             allow_blank=False, compact=True)
                 with Grid(id="settings-grid"):
                     for key, label, kind in _FIELDS:
                         yield Label(label)
@@ -129,6 +92,11 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary")
                 yield Button("Cancel", id="cancel")
+
+    @property
+    def _system_shown(self) -> str:
+        s = self.settings
+        return self.default_system if s.system_prompt is None else s.system_prompt
 
     @on(Button.Pressed, "#reset-system")
     def _reset_system(self) -> None:
@@ -161,9 +129,12 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
         model = value("model")
         if not model:
             raise UserError("Model: give a model (PATH.gguf, openai:MODEL or hf:BASE)")
-        system = self.query_one("#system-prompt", TextArea).text
+        system: str | None = self.query_one("#system-prompt", TextArea).text
+        if self.settings.system_prompt is None and system == self.default_system:
+            system = None  # untouched: keep following the format's default
+        fmt = str(self.query_one("#format", Select).value)
         return replace(self.settings, model=model, system_prompt=system, params=params,
-                       n_ctx=n_ctx)
+                       n_ctx=n_ctx, format=fmt)
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:

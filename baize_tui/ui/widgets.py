@@ -157,6 +157,9 @@ class MessageView(Vertical, can_focus=True):
     branches (``←``/``→``).
     """
 
+    #: the name over the assistant's replies: Baize, or the model's name for other formats
+    assistant_name = "Baize"
+
     BINDINGS = [
         Binding("left", "branch(-1)", "Previous branch", id="message.branch_prev"),
         Binding("right", "branch(1)", "Next branch", id="message.branch_next"),
@@ -221,7 +224,7 @@ class MessageView(Vertical, can_focus=True):
         return [child for child in body.children if isinstance(child, Markdown)]
 
     def _header(self) -> Text:
-        who = "You" if self.role == "user" else "Baize"
+        who = "You" if self.role == "user" else self.assistant_name
         header = Text(who, style="bold")
         info = self.info
         if info.branch and info.branch[1] > 1:
@@ -527,6 +530,7 @@ class StatusBar(Static):
     """One line under the prompt: model, context meter, last turn's speed, warnings."""
 
     model_label: reactive[str] = reactive("no model")
+    chat_format: reactive[str] = reactive("")  # e.g. "template (auto)", "Baize"
     state: reactive[str] = reactive("")  # loading / generating / stopping / error text
     used_tokens: reactive[int | None] = reactive(None)
     n_ctx: reactive[int] = reactive(0)
@@ -545,6 +549,8 @@ class StatusBar(Static):
             out.append(f"{frame} {self.state}", style="bold")
             out.append("  ")
         out.append(self.model_label, style="bold")
+        if self.chat_format:
+            out.append(f"  format {self.chat_format}")
         if self.n_ctx:
             used = "?" if self.used_tokens is None else str(self.used_tokens)
             out.append(f"  ctx {used}/{self.n_ctx}")
