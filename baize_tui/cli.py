@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"baize-tui {__version__}")
+    parser.add_argument(
+        "-m", "--model", metavar="SPEC",
+        help="open the app on this model (PATH.gguf, openai:MODEL, hf:BASE[+LORA]) without "
+        "changing the saved default; `baize-tui MODEL.gguf` does the same")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"baize_tui.commands.{name}")
@@ -35,11 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_path_as_option(parser: argparse.ArgumentParser,
+                          argv: Sequence[str] | None) -> list[str]:
+    """``baize-tui MODEL.gguf`` means ``baize-tui -m MODEL.gguf`` (as ``llama-cli -m`` and
+    ``ollama run`` users expect): a first argument that is no subcommand but a GGUF path."""
+    from pathlib import Path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands: set[str] = set()
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        commands.update(getattr(action, "choices", None) or {})
+    if args and not args[0].startswith("-") and args[0] not in commands:
+        first = args[0]
+        if first.lower().endswith(".gguf") or Path(first).expanduser().is_file():
+            return ["-m", first, *args[1:]]
+    return args
+
+
 def run_app(args: argparse.Namespace) -> int:
     """Open the Textual app (imported only now, so subcommands never pay for it)."""
     from baize_tui.ui.app import run
 
-    return run()
+    return run(model=getattr(args, "model", None))
 
 
 def log_to_file() -> None:
@@ -68,7 +89,7 @@ def log_to_file() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``baize-tui`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_model_path_as_option(parser, argv))
     handler = getattr(args, "func", run_app)
     if getattr(args, "command", None) != "paths":
         log_to_file()

@@ -215,10 +215,12 @@ FORMATS = {
 
 
 def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2048,
-                    template: str | None = None, n_layer: int = 2, seed: int = 0) -> Path:
+                    template: str | None = None, n_layer: int = 2, n_ff: int = 128,
+                    seed: int = 0) -> Path:
     """Write the tiny ``fmt`` GGUF (see :data:`FORMATS`) to ``out``; returns ``out``.
 
-    ``template`` overrides the embedded chat template (for bad-template tests).
+    ``template`` overrides the embedded chat template (for bad-template tests); ``n_layer``
+    and ``n_ff`` make a bigger model for benchmarks.
     """
     import gguf
 
@@ -235,7 +237,7 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
     end = tokens.index(eot) if eot else eos
     n_vocab = len(tokens)
     n_embd = -(-n_vocab // 128) * 128  # one-hot embeddings need n_embd >= vocab
-    n_head, n_ff = n_embd // 64, 128
+    n_head = n_embd // 64
     n_head_kv = n_head // 2  # grouped-query attention, as in Llama 3 / Mistral
     succ = _successors(tokens, kind, chain, end)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,8 @@ from baize_tui.errors import OperationFailed, UserError
 log = logging.getLogger("baize_tui.llama_cpp")
 
 SUPPORTED_ARCHITECTURES = ("llama",)
+#: how long :meth:`LlamaEngine.close` waits for a generation on another thread to stop
+CLOSE_WAIT_S = 5.0
 GGUF_MAGIC = b"GGUF"
 
 # ggml.h: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the last line).
@@ -466,6 +468,14 @@ class LlamaEngine(PromptEngine):
         )
 
     def close(self) -> None:
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is not None:
-            llm.close()
+        # A generation still running on another thread holds the lock until its next token:
+        # freeing the context under it would crash in llama_decode. Wait for it (a little).
+        lock = getattr(self, "_lock", None)
+        acquired = lock.acquire(timeout=CLOSE_WAIT_S) if lock is not None else False
+        try:
+            llm, self._llm = getattr(self, "_llm", None), None
+            if llm is not None:
+                llm.close()
+        finally:
+            if acquired and lock is not None:
+                lock.release()

@@ -335,11 +335,12 @@ class BaizeApp(App[None]):
                 yield SystemCommand(title, help_text, callback)
 
 
-def run() -> int:
-    """Run the app until the user quits; returns the exit status.
+def run(model: str | None = None) -> int:
+    """Run the app until the user quits (on ``model`` when given, without saving it as the
+    default); returns the exit status.
 
     (``baize-tui`` has already sent logging to the log file; nothing is printed over the UI.)
     """
-    app = BaizeApp()
+    app = BaizeApp(model=model)
     app.run()
     return int(app.return_code or 0)

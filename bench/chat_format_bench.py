@@ -1,0 +1,204 @@
+"""Benchmark: chat formats and the token-by-token decode loop, each against its anchor.
+
+Builds (once, cached in the temp dir) ChatML GGUFs with tests/tiny_chat_ggufs.py — a real
+llama-architecture model (GQA, 8 layers, hidden 512, FFN 1408, F32, about 25M parameters) whose
+greedy reply is designed, so the reply's shape is fixed: plain text, byte tokens, or bytes that
+never form valid UTF-8 — and measures:
+
+  (a) time to first token at turn 8 of a ChatML conversation with ~1,500 tokens of history
+      vs turn 1 (the KV cache must serve the history). Target <= 1.3 x.
+  (b) decode tokens/s through ``baize-tui ask`` (a subprocess; ``--stats``) vs a bare
+      ``Llama.generate`` token loop (decode + sample, no text handling) on the same GGUF,
+      sampling and threads, alternating, median of N. Target >= 0.95 x.
+  (c) per-token cost of a 2,000-token reply made of byte tokens (valid "中", and bytes that
+      are never valid) vs a plain-text reply of the same length, through the engine.
+      Target <= 1.1 x; also the second half of the reply vs the first (flat cost: ~1.0 x).
+      For reference, llama-cpp-python's ``create_completion(stream=True)`` on the same
+      byte-token reply.
+
+    python bench/chat_format_bench.py [--threads N] [--repeats N] [--tokens N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+N_LAYER, N_FF = 8, 1408
+
+
+def build(chain: str) -> Path:
+    """The bench GGUF for one reply shape (built on first use)."""
+    from tiny_chat_ggufs import build_chat_gguf
+
+    root = Path(tempfile.gettempdir()) / "baize-tui-format-bench"
+    out = root / f"chatml-{chain}-L{N_LAYER}.gguf"
+    if not out.exists():
+        build_chat_gguf(out, "chatml", chain=chain, n_ctx=4096, n_layer=N_LAYER, n_ff=N_FF)
+    return out
+
+
+def bench_ttft(threads: int, repeats: int) -> tuple[float, float, int]:
+    """(turn-1 TTFT, turn-8 TTFT, turn 8's prompt tokens), medians over ``repeats`` chats."""
+    import threading
+
+    from baize_tui.chat_core import ChatController, ChatSettings
+    from baize_tui.engines.base import SamplingParams
+    from baize_tui.engines.llama import LlamaEngine
+
+    engine = LlamaEngine(build("text"), n_threads=threads, max_ctx=4096)
+    settings = ChatSettings(model="bench", params=SamplingParams(max_new_tokens=40, seed=1))
+    user = " ".join(["Tell me about cats and the world"] * 20)  # ~150 tokens a message
+    firsts, eighths, tokens = [], [], 0
+    try:
+        for r in range(repeats):
+            session = ChatController(engine, None).session(settings)
+            for turn_no in range(1, 9):
+                turn = session.send(f"{r} {turn_no} {user}", threading.Event())
+                turn.run()
+                if turn_no == 1:
+                    firsts.append(turn.stats.ttft_s or 0.0)
+                elif turn_no == 8:
+                    eighths.append(turn.stats.ttft_s or 0.0)
+                    tokens = turn.stats.prompt_tokens
+    finally:
+        engine.close()
+    return statistics.median(firsts), statistics.median(eighths), tokens
+
+
+def bare_loop(path: Path, threads: int, n: int) -> float:
+    """Decode tokens/s of a bare Llama.generate loop: decode + sample, no text handling."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+                          verbose=False)
+    try:
+        prompt = llm.tokenize(b"<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+                              add_bos=True, special=True)
+        llm.set_seed(1)
+        count, first = 0, 0.0
+        for _ in llm.generate(prompt, top_k=0, top_p=0.95, min_p=0.0, temp=1.0,
+                              repeat_penalty=1.0):
+            count += 1
+            if count == 1:
+                first = time.perf_counter()
+            if count >= n:
+                break
+        return (count - 1) / (time.perf_counter() - first)
+    finally:
+        llm.close()
+
+
+def ask_loop(path: Path, threads: int, n: int) -> float:
+    """Decode tokens/s through `baize-tui ask` (its own --stats figure)."""
+    env = {**os.environ, "BAIZE_HOME": tempfile.mkdtemp(prefix="baize-bench-home-")}
+    env["OMP_NUM_THREADS"] = str(threads)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "baize-tui"), "ask", "-m", str(path), "--no-history",
+         "--stats", "-n", str(n), "--seed", "1", "--n-ctx", "4096", "Hello"],
+        capture_output=True, text=True, env=env, check=True)
+    found = re.search(r"([\d.]+) tokens/s", out.stderr)
+    if not found:
+        raise SystemExit(f"no tokens/s in ask's stats: {out.stderr}")
+    return float(found.group(1))
+
+
+def per_token_cost(chain: str, threads: int, n: int) -> tuple[float, float, float]:
+    """(seconds per token, first-half, second-half) of an n-token reply through the engine."""
+    from baize_tui.engines.base import SamplingParams
+    from baize_tui.engines.llama import LlamaEngine
+
+    engine = LlamaEngine(build(chain), n_threads=threads, max_ctx=4096)
+    try:
+        prompt = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+        stamps = []
+        gen = engine.stream(prompt, SamplingParams(max_new_tokens=n, seed=1))
+        for _ in gen:
+            stamps.append(time.perf_counter())
+        assert gen.stats.completion_tokens == n, gen.stats
+        half = len(stamps) // 2
+        whole = (stamps[-1] - stamps[0]) / n
+        first = (stamps[half] - stamps[0]) / half
+        second = (stamps[-1] - stamps[half]) / (len(stamps) - 1 - half)
+        return whole, first, second
+    finally:
+        engine.close()
+
+
+def library_stream_cost(threads: int, n: int) -> float:
+    """Seconds per token of llama-cpp-python's create_completion(stream=True), byte tokens."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(build("bytes")), n_ctx=4096, n_threads=threads, verbose=False)
+    try:
+        prompt = llm.tokenize(b"<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+                              add_bos=True, special=True)
+        start = time.perf_counter()
+        for _ in llm.create_completion(prompt, max_tokens=n, stream=True, seed=1, top_k=0,
+                                       min_p=0.0, temperature=1.0, stop=["[|Human|]"]):
+            pass
+        return (time.perf_counter() - start) / n
+    finally:
+        llm.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads (default: what `ask` uses, the physical cores)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=512, help="decode length for (b)")
+    args = parser.parse_args()
+    from baize_tui.engines.llama import physical_cores
+
+    if args.threads is None:
+        args.threads = physical_cores()  # `ask` runs with this many; the anchor must too
+    elif args.threads != physical_cores():
+        raise SystemExit(f"(b) compares with `ask`, which uses {physical_cores()} threads here")
+    rows = []
+
+    t1, t8, n8 = bench_ttft(args.threads, args.repeats)
+    rows.append(("(a) TTFT turn 8 / turn 1, ChatML", f"{t8 * 1000:.1f} / {t1 * 1000:.1f} ms "
+                 f"(turn 8 prompt {n8} tokens)", f"{t8 / t1:.2f} x", "<= 1.3 x"))
+
+    text = build("text")
+    ours, bare = [], []
+    for _ in range(args.repeats):
+        bare.append(bare_loop(text, args.threads, args.tokens))
+        ours.append(ask_loop(text, args.threads, args.tokens))
+    o, b = statistics.median(ours), statistics.median(bare)
+    rows.append(("(b) decode tok/s: ask vs bare Llama.generate loop",
+                 f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x"))
+
+    n = 2000
+    plain, _, _ = per_token_cost("text", args.threads, n)
+    for chain, label in (("bytes", "byte tokens (valid 中)"), ("invalid", "bytes never valid")):
+        cost, first, second = per_token_cost(chain, args.threads, n)
+        rows.append((f"(c) per-token cost, {label} vs plain text, {n} tokens",
+                     f"{cost * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{cost / plain:.2f} x",
+                     "<= 1.1 x"))
+        rows.append((f"    second half / first half, {label}",
+                     f"{second * 1e3:.2f} / {first * 1e3:.2f} ms", f"{second / first:.2f} x",
+                     "~1.0 x (flat)"))
+    lib = library_stream_cost(args.threads, n)
+    rows.append(("    reference: create_completion(stream=True), byte tokens",
+                 f"{lib * 1e3:.2f} ms/token", f"{lib / plain:.2f} x plain", "(not ours)"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(width)}  {'figures':32}  {'ratio':12}  target")
+    for name, figures, ratio, target in rows:
+        print(f"{name.ljust(width)}  {figures:32}  {ratio:12}  {target}")
+
+
+if __name__ == "__main__":
+    main()
