@@ -50,3 +50,35 @@ async def test_status_shows_the_format_and_f2_switches_it(chat_ggufs: dict[str, 
             f"{BAIZE_SYSTEM_PROMPT}\n[|Human|]Hello\n[|AI|]Hello there!\n[|Human|]Again\n[|AI|]")
         conv = app.history.get_conversation(screen.conversation_id)  # type: ignore[arg-type]
         assert conv.params["format"] == "baize"
+
+
+async def test_a_template_that_raises_keeps_the_chat_and_names_f2(
+        chat_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    from tiny_chat_ggufs import FORMATS, build_chat_gguf
+
+    model = build_chat_gguf(tmp_path / "raising.gguf", "chatml", template=(
+        "{% if messages|length > 1 %}{{ raise_exception('roles must alternate') }}{% endif %}"
+        + FORMATS["chatml"][1]))
+    app = BaizeApp(model=str(model))
+    notes: list[str] = []
+    shown = app.notify
+
+    def notify(message: str, **kwargs: object) -> None:  # records, and still shows it
+        notes.append(message)
+        shown(message, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = notify  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot, app)
+        await send(pilot, screen, "Hello")  # one message: the template renders it
+        conversation = screen.conversation_id
+        assert conversation is not None
+        screen.prompt_box.text = "Again"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not screen.busy and screen.prompt_box.text == "Again",
+                         what="the text given back")
+        assert any("roles must alternate" in n and "F2" in n and "--format" not in n
+                   for n in notes), notes
+        # Nothing saved for the refused turn, nothing lost of the chat.
+        assert [m.text for m in app.history.thread(conversation)] == ["Hello", "Hello there!"]
+        assert [v.text for v in views(screen)] == ["Hello", "Hello there!"]

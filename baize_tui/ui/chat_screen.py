@@ -73,6 +73,21 @@ def _info(message: Message, branch: tuple[int, int] | None) -> MessageInfo:
     )
 
 
+def _screen_message(exc: BaseException) -> str:
+    """What to tell the user on this screen, naming the settings they can change here (the
+    command line's messages name its flags)."""
+    from baize_tui.prompt import ContextOverflow
+
+    if isinstance(exc, ContextOverflow):
+        return (f"Input too long: the prompt needs {exc.prompt_tokens} tokens plus "
+                f"{exc.reserved} reserved for the reply, but the context holds {exc.available}. "
+                "Shorten the message or the system prompt, or lower Max new tokens (or raise "
+                "the Context size) in the chat settings (F2).")
+    text = str(exc) or type(exc).__name__
+    return text.replace("--format baize, or Format in the chat settings, F2",
+                        "Format in the chat settings, F2")
+
+
 class ChatScreen(Screen[None]):
     """Chat with the loaded model; every conversation is saved in the history store."""
 
@@ -548,7 +563,7 @@ class ChatScreen(Screen[None]):
         else:
             reply.info.finish_reason = "error"
             reply.refresh_header()
-        self.notify(str(exc) or type(exc).__name__, title="Could not generate",
+        self.notify(_screen_message(exc), title="Could not generate",
                     severity="error", timeout=10)
         self.sidebar.reload()
 
