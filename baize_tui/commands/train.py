@@ -31,6 +31,7 @@ _FLAG_FIELDS = {
     "target_modules": "target_modules", "scheduler": "lr_scheduler", "load_in": "load_in",
     "precision": "precision", "num_gpus": "num_gpus", "eval_steps": "eval_steps",
     "save_steps": "save_steps", "save_total_limit": "save_total_limit", "template": "template",
+    "packing": "packing", "group_by_length": "group_by_length", "kernels": "kernels",
 }
 
 
@@ -101,6 +102,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="faster, but needs more memory")
     hw.add_argument("--num-gpus", type=non_negative_int, metavar="N",
                     help="GPUs to use (default: all visible; >1 goes through accelerate launch)")
+    tp = r.add_argument_group("throughput")
+    tp.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                    help="padding-free batches: each micro-batch is one row, attention kept "
+                         "inside each sample (FlashAttention varlen on CUDA with flash-attn, "
+                         "per-sample SDPA elsewhere); same batches, no compute on padding")
+    tp.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
+                    help="unpacked batches of similar lengths (less padding; changes the order)")
+    tp.add_argument("--kernels", choices=("liger",), default=None,
+                    help="fused Liger kernels (optional: pip install 'baize-tui[kernels]', CUDA)")
     ck = r.add_argument_group("checkpoints")
     ck.add_argument("--eval-steps", type=positive_int, metavar="N", help="evaluate every N steps (200)")
     ck.add_argument("--save-steps", type=positive_int, metavar="N",

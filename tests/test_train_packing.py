@@ -1,0 +1,200 @@
+"""Padding-free packing is exact: per-sample losses and gradients of a packed batch equal those
+of each sample run alone (an independent eager-attention reference), for both loss modes; a
+contaminating mask is caught by the same comparison, and a model whose attention ignores the
+boundaries is refused before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from baize_tui.errors import UserError
+from baize_tui.train.data import IGNORE_INDEX, Collator, Dialogue, encode_all, load_tokenizer
+
+DIALOGUES = [
+    [("What is a LoRA adapter?", "A small low-rank update to the weights of a model."),
+     ("Why use it?", "It trains fast and saves memory.")],
+    [("Tell me a joke.", "Why did the chicken cross the road? To get to the other side!")],
+    [("What is 2 + 2?", "2 + 2 = 4."), ("And 3 + 3?", "3 + 3 = 6."), ("Thanks!", "You're welcome.")],
+    [("How do I print in Python?", "Use print('hello').")],
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def lora_model(base: Path):
+    """The tiny base with a random (non-zero) LoRA, loaded the way ``--packing`` loads it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from baize_tui.train.packing import choose_attention
+
+    attention = choose_attention(packing=True, precision="fp32")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
+                                                 attn_implementation=attention)
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def set_attention(model, name: str) -> None:
+    model.get_base_model().set_attn_implementation(name)
+
+
+def examples(base: Path, loss: str) -> list[dict]:
+    tokenizer = load_tokenizer(str(base))
+    dialogues = [Dialogue(turns) for turns in DIALOGUES]
+    found, stats = encode_all(tokenizer, dialogues, template="release", cutoff_len=512, loss=loss)
+    assert stats.examples == len(DIALOGUES)
+    return found
+
+
+def alone(model, example: dict, params: list):
+    """Loss and gradients of one sample on its own (eager attention, no padding, no packing)."""
+    import torch
+
+    set_attention(model, "eager")
+    out = model(input_ids=torch.tensor([example["input_ids"]]),
+                labels=torch.tensor([example["labels"]]))
+    grads = torch.autograd.grad(out.loss, params)
+    return out.loss.detach(), grads
+
+
+def packed(model, batch: dict, params: list):
+    """Per-sample losses and gradients, all from one forward pass over the packed row."""
+    import torch
+
+    from baize_tui.train.packing import per_example_losses
+
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "sample_ids")}
+    logits = model(**inputs).logits
+    bounds = batch["cu_seq_lens_q"].tolist()
+    losses = per_example_losses(logits, batch["labels"], bounds)
+    grads = [torch.autograd.grad(loss, params, retain_graph=True) for loss in losses]
+    return [loss.detach() for loss in losses], grads
+
+
+def mismatches(ref: list, got: list) -> list[int]:
+    """Indices of samples whose loss or gradients differ beyond float-order tolerance."""
+    import torch
+
+    bad = []
+    for i, ((ref_loss, ref_grads), (loss, grads)) in enumerate(zip(ref, got, strict=True)):
+        same = torch.allclose(loss, ref_loss, rtol=1e-5, atol=1e-6) and all(
+            torch.allclose(g, r, rtol=1e-4, atol=1e-6) for g, r in zip(grads, ref_grads, strict=True))
+        if not same:
+            bad.append(i)
+    return bad
+
+
+@pytest.mark.parametrize("loss", ["ai", "all"])
+@pytest.mark.parametrize("base", ["llama", "llama_gqa"])
+def test_packed_losses_and_gradients_equal_each_sample_alone(tiny: dict[str, Path], loss: str,
+                                                             base: str) -> None:
+    import torch
+
+    from baize_tui.train.packing import PACKED_ATTENTION, PackingCollator
+
+    model = lora_model(tiny[base])
+    params = [p for p in model.parameters() if p.requires_grad]
+    found = examples(tiny[base], loss)
+    reference = [alone(model, ex, params) for ex in found]
+
+    batch = PackingCollator()(found)
+    lengths = [len(ex["input_ids"]) for ex in found]
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["position_ids"][0].tolist() == [p for n in lengths for p in range(n)]
+    starts = batch["cu_seq_lens_q"].tolist()[:-1]
+    assert all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
+
+    set_attention(model, PACKED_ATTENTION)
+    losses, grads = packed(model, batch, params)
+    assert mismatches(reference, list(zip(losses, grads, strict=True))) == []
+    assert all(any(g.abs().max() > 0 for g in gs) for _, gs in reference)  # gradients flow
+
+    # The batch loss the trainer optimises equals the padded batch's (same tokens, same mean).
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "sample_ids"}
+        packed_loss = model(**inputs).loss
+        set_attention(model, "eager")
+        padded = Collator(pad_id=0)(found)
+        padded.pop("sample_ids")
+        padded_loss = model(**padded).loss
+    assert torch.allclose(packed_loss, padded_loss, rtol=1e-5)
+
+
+def test_a_contaminating_mask_is_caught(tiny: dict[str, Path]) -> None:
+    """The same comparison fails when the row is attended causally across sample boundaries."""
+    import torch
+
+    from baize_tui.train.packing import PackingCollator
+
+    model = lora_model(tiny["llama"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    found = examples(tiny["llama"], "ai")
+    reference = [alone(model, ex, params) for ex in found]
+    batch = PackingCollator()(found)
+    # A plain 2-D mask of ones: sdpa then masks causally over the whole row, so every sample
+    # after the first attends to the ones before it (position ids restart, the mask does not).
+    leaky = dict(batch, attention_mask=torch.ones_like(batch["input_ids"]))
+    for key in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"):
+        leaky.pop(key)
+    set_attention(model, "sdpa")
+    losses, grads = packed(model, dict(leaky, cu_seq_lens_q=batch["cu_seq_lens_q"]), params)
+    assert mismatches(reference, list(zip(losses, grads, strict=True))) == [1, 2, 3]
+
+
+def test_attention_that_ignores_boundaries_is_refused(tiny: dict[str, Path]) -> None:
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from baize_tui.train.packing import (
+        PACKED_ATTENTION,
+        check_isolation,
+        probe_tokens,
+        require_boundaries,
+    )
+
+    model = lora_model(tiny["llama"])
+    found = examples(tiny["llama"], "ai")
+    tokens = probe_tokens(found)
+    check_isolation(model, tokens)  # the packed attention passes
+    assert require_boundaries(model) == PACKED_ATTENTION
+
+    def leaky(module, query, key, value, attention_mask, **kwargs):
+        for name in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"):
+            kwargs.pop(name, None)
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+
+    AttentionInterface.register("test_leaky_sdpa", leaky)
+    set_attention(model, "test_leaky_sdpa")
+    with pytest.raises(UserError, match="lets packed samples see each other"):
+        check_isolation(model, tokens)
+    with pytest.raises(UserError, match="would let packed samples attend"):
+        require_boundaries(model)
+
+
+def test_kernels_and_option_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from baize_tui.train.packing import check_kernels
+    from baize_tui.train.settings import TrainConfig
+
+    check_kernels("")
+    if importlib.util.find_spec("liger_kernel") is None:
+        with pytest.raises(UserError, match="needs the liger-kernel package"):
+            check_kernels("liger")
+    config = TrainConfig(base="b", data=["d"], packing=True, group_by_length=True)
+    with pytest.raises(UserError, match="--group-by-length is for unpacked"):
+        config.validate()
+    with pytest.raises(UserError, match="--kernels"):
+        TrainConfig(base="b", data=["d"], kernels="unsloth").validate()
