@@ -195,6 +195,14 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def throughput_text(record: dict[str, Any]) -> str:
+    """``useful N tokens/s, raw M tokens/s, padding P%`` from a metrics record or summary."""
+    pad = record.get("padding_fraction")
+    return (f"useful {_fmt(record.get('useful_tokens_per_s'), '.0f')} tokens/s, raw "
+            f"{_fmt(record.get('raw_tokens_per_s'), '.0f')} tokens/s, padding "
+            f"{'-' if pad is None else format(100 * pad, '.1f') + '%'}")
+
+
 def follow(directory: str) -> int:
     """Show a progress bar until the run ends; returns its exit status."""
     from rich.console import Console
@@ -270,6 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lr         {_fmt(info['lr'], '.2e')}",
         f"speed      {_fmt(info['tokens_per_s'], '.0f')} tokens/s"
         + (f", {info['mem_reserved_mb']:.0f} MiB GPU reserved" if info["mem_reserved_mb"] else ""),
+        f"throughput {throughput_text(info)}",
         f"eta        {fmt_eta(info['eta_s'])}",
         f"checkpoint {info['checkpoint'] or '-'}",
         f"adapter    {info['adapter'] or '-'}",
