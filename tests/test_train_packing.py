@@ -229,3 +229,20 @@ def test_group_by_length_batches_similar_lengths(tiny: dict[str, Path], tmp_path
     plain = padding(TrainConfig())
     grouped = padding(TrainConfig(group_by_length=True))
     assert grouped < 0.5 * plain, (grouped, plain)
+
+
+def test_a_sample_longer_than_the_sliding_window_is_refused(tiny: dict[str, Path]) -> None:
+    """Per-sample SDPA attends to the whole sample: a model with a shorter sliding window
+    (Mistral-style) would train on a different attention, so packing stops with a message."""
+    import torch
+
+    from baize_tui.train.packing import packed_sdpa_attention
+
+    model = lora_model(tiny["llama"])
+    attention = model.get_base_model().model.layers[0].self_attn
+    q = k = v = torch.zeros(1, 4, 24, 16)
+    cu = torch.tensor([0, 16, 24], dtype=torch.int32)
+    out, _ = packed_sdpa_attention(attention, q, k, v, None, cu_seq_lens_q=cu, sliding_window=16)
+    assert out.shape == (1, 24, 4, 16)
+    with pytest.raises(UserError, match="sliding window"):
+        packed_sdpa_attention(attention, q, k, v, None, cu_seq_lens_q=cu, sliding_window=8)

@@ -109,6 +109,11 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
     bounds = [int(b) for b in cu.tolist()]
+    window = kwargs.pop("sliding_window", None)
+    if window and max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) > window:
+        raise UserError(f"--packing: a sample is longer than the model's sliding window "
+                        f"({window}), which the per-sample attention does not apply; lower "
+                        "--cutoff-len or install flash-attn")
     outputs = []
     for start, end in zip(bounds, bounds[1:], strict=False):
         out, _ = sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
