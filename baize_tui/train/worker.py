@@ -405,11 +405,6 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
     attention = choose_attention(packing=config.packing, precision=precision)
     set_seed(config.seed)  # the LoRA A matrices are random: same seed, same run
     model = load_model(config, precision, local_rank, world, attention)
-    if config.packing:
-        impl = require_boundaries(model)
-        check_isolation(model, probe_tokens(train_examples), half=precision != "fp32")
-        print(f"packing: padding-free micro-batches, attention {impl} (isolation checked)",
-              flush=True)
     if is_main:
         trainable, total = model.get_nb_trainable_parameters()
         print(f"model: {total:,} parameters, {trainable:,} trainable (LoRA r={config.lora_r}), "
@@ -471,6 +466,11 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
         model=model, args=args, data_collator=collator,
         train_dataset=train_examples, eval_dataset=val_examples or None, callbacks=[callback])
 
+    if config.packing:  # on the training device, where the Trainer has put the model
+        impl = require_boundaries(model)
+        check_isolation(trainer.model, probe_tokens(train_examples), half=precision != "fp32")
+        print(f"packing: padding-free micro-batches, attention {impl} (isolation checked)",
+              flush=True)
     checkpoint = run.last_checkpoint() if resume else None
     if resume and checkpoint is None:
         print("no checkpoint yet: starting from step 0", flush=True)
