@@ -183,7 +183,7 @@ def test_attention_that_ignores_boundaries_is_refused(tiny: dict[str, Path]) -> 
         require_boundaries(model)
 
 
-def test_kernels_and_option_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernels_and_option_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import importlib.util
 
     from baize_tui.train.packing import check_kernels
@@ -193,6 +193,14 @@ def test_kernels_and_option_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     if importlib.util.find_spec("liger_kernel") is None:
         with pytest.raises(UserError, match="needs the liger-kernel package"):
             check_kernels("liger")
+        # train run refuses before starting anything, with the usage exit status
+        from baize_tui.cli import main
+
+        out = tmp_path / "never"
+        code = main(["train", "run", "--base", "b", "--data", "d", "--out", str(out),
+                     "--kernels", "liger"])
+        assert code == 2 and not out.exists()
+        assert "pip install 'baize-tui[kernels]'" in capsys.readouterr().err
     config = TrainConfig(base="b", data=["d"], packing=True, group_by_length=True)
     with pytest.raises(UserError, match="--group-by-length is for unpacked"):
         config.validate()

@@ -246,9 +246,11 @@ def follow(directory: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start a run."""
+    from baize_tui.train.packing import require_kernel_package
     from baize_tui.train.runs import start_run
 
     config = resolve_config(args)
+    require_kernel_package(config.kernels)
     run = start_run(config, args.out, force=args.force)
     info = run.info()
     via = f" via accelerate on {info.get('num_gpus')} GPUs" if info.get("launcher") == "accelerate" else ""

@@ -233,19 +233,27 @@ def check_isolation(model: Any, token_ids: Sequence[int], *, half: bool = False)
         )
 
 
-def check_kernels(kernels: str) -> None:
-    """A clear refusal when ``--kernels`` asks for something that is not installed or usable."""
+def require_kernel_package(kernels: str) -> None:
+    """Refuse ``--kernels`` naming a package that is not installed (no torch import: the CLI
+    calls this before it starts a run)."""
     if not kernels:
         return
     if kernels not in KERNELS:
         raise UserError(f"--kernels must be one of {', '.join(KERNELS)}")
     import importlib.util
 
-    import torch
-
     if importlib.util.find_spec("liger_kernel") is None:
         raise UserError("--kernels liger needs the liger-kernel package: pip install "
                         "'baize-tui[kernels]' (Triton kernels, CUDA GPU only); or drop --kernels")
+
+
+def check_kernels(kernels: str) -> None:
+    """A clear refusal when ``--kernels`` asks for something that is not installed or usable."""
+    if not kernels:
+        return
+    require_kernel_package(kernels)
+    import torch
+
     if not torch.cuda.is_available():
         raise UserError("--kernels liger needs a CUDA GPU (its kernels are Triton); drop "
                         "--kernels on this machine")
