@@ -125,6 +125,7 @@ def test_status_and_list_commands(finished: Run, capsys, monkeypatch: pytest.Mon
     assert main(["train", "status", str(finished.dir)]) == 0
     out = capsys.readouterr().out
     assert "completed" in out and f"{MAX_STEPS}/{MAX_STEPS}" in out and "adapter" in out
+    assert "useful" in out and "raw" in out and "padding" in out
     assert main(["train", "list"]) == 0
     assert str(finished.dir) in capsys.readouterr().out
     assert main(["train", "resume", str(finished.dir)]) == 2
