@@ -254,3 +254,33 @@ def test_a_sample_longer_than_the_sliding_window_is_refused(tiny: dict[str, Path
     assert out.shape == (1, 24, 4, 16)
     with pytest.raises(UserError, match="sliding window"):
         packed_sdpa_attention(attention, q, k, v, None, cu_seq_lens_q=cu, sliding_window=8)
+
+
+def test_presets_flags_and_attention_choice() -> None:
+    import argparse
+
+    from baize_tui.commands.train import register, resolve_config
+    from baize_tui.train.packing import (
+        PACKED_ATTENTION,
+        choose_attention,
+        flash_attention_available,
+    )
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+
+    def config(*flags: str):
+        return resolve_config(parser.parse_args(["train", "run", "--base", "b", "--data", "d",
+                                                 "--out", "o", *flags]))
+
+    assert not config().packing and not config().group_by_length
+    assert config("--preset", "baize-7b-a100").packing
+    assert config("--preset", "baize-7b-a100").target_modules == "all-linear"
+    assert not config("--preset", "a100-bf16", "--no-packing").packing
+    assert not config("--preset", "baize-exact").packing
+    assert config("--group-by-length").group_by_length
+    # fp32 (and any machine without CUDA + flash-attn): the per-sample SDPA path.
+    assert choose_attention(packing=True, precision="fp32") == PACKED_ATTENTION
+    expected = "flash_attention_2" if flash_attention_available() else PACKED_ATTENTION
+    assert choose_attention(packing=True, precision="bf16") == expected
+    assert choose_attention(packing=False, precision="fp32") is None
