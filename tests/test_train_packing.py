@@ -284,3 +284,20 @@ def test_presets_flags_and_attention_choice() -> None:
     expected = "flash_attention_2" if flash_attention_available() else PACKED_ATTENTION
     assert choose_attention(packing=True, precision="bf16") == expected
     assert choose_attention(packing=False, precision="fp32") is None
+
+
+def test_useful_and_raw_token_counts() -> None:
+    """Padded batches: real tokens from the attention mask, positions with the padding; packed
+    batches: every position is a real token."""
+    from baize_tui.train.packing import PackingCollator, batch_token_counts
+    from baize_tui.train.worker import throughput_fields
+
+    features = [{"input_ids": [1, 5, 6, 7], "labels": [-100, 5, 6, 7], "id": 0},
+                {"input_ids": [1, 8], "labels": [-100, 8], "id": 1}]
+    assert batch_token_counts(Collator(pad_id=0)(features)) == (6, 8)
+    assert batch_token_counts(Collator(pad_id=0, pad_to_multiple_of=513)(features)) == (6, 1026)
+    assert batch_token_counts(PackingCollator()(features)) == (6, 6)
+    fields = throughput_fields(6, 8, 2.0)
+    assert fields == {"useful_tokens_per_s": 3.0, "raw_tokens_per_s": 4.0,
+                      "padding_fraction": 0.25}
+    assert throughput_fields(0, 0, 0.0)["useful_tokens_per_s"] is None
