@@ -338,3 +338,24 @@ def test_packed_run_resumes_in_order_and_matches_the_padded_run(tiny: dict[str, 
         assert mine["padding_fraction"] == 0.0 and ref["padding_fraction"] > 0
         assert mine["useful_tokens_per_s"] == mine["raw_tokens_per_s"] > 0
     assert records[-1]["tokens_seen"] == reference[-1]["tokens_seen"]
+
+
+def test_length_grouped_run_resumes_in_order(tiny: dict[str, Path], data_file: Path,
+                                              tmp_path: Path) -> None:
+    """--group-by-length: a stopped and resumed run trains the same samples at every step as
+    an uninterrupted one (the length-grouped order is drawn again identically on resume)."""
+    def args(out: Path) -> list[str]:
+        found = run_args(tiny, data_file, out) + ["--group-by-length"]
+        found[found.index("--max-steps") + 1] = "6"
+        return found
+
+    whole = Run(tmp_path / "whole")
+    assert main(args(whole.dir) + ["--wait"]) == 0, whole.log_file.read_text()[-3000:]
+    run = Run(tmp_path / "stopped")
+    assert main(args(run.dir)) == 0
+    assert main(["train", "stop", str(run.dir), "--at-step", "3", "--timeout", "120"]) == 0
+    assert main(["train", "resume", str(run.dir), "--wait"]) == 0, run.log_file.read_text()[-3000:]
+    records, reference = train_records(run), train_records(whole)
+    assert [r["start_step"] for r in records] == [0] * 3 + [3] * 3
+    assert [r["samples"] for r in records] == [r["samples"] for r in reference]
+    assert all(r["padding_fraction"] < 0.1 for r in reference)  # grouped: little padding
