@@ -228,7 +228,9 @@ def test_group_by_length_batches_similar_lengths(tiny: dict[str, Path], tmp_path
                                  **sampling_args(config, TrainingArguments))
         trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(tiny["llama"]), args=args,
                           train_dataset=found)
-        order = list(trainer._get_train_sampler())
+        sampler = trainer._get_train_sampler()
+        assert sampler is not None
+        order = list(sampler)
         assert sorted(order) == list(range(len(found)))  # every sample once
         lengths = [len(found[i]["input_ids"]) for i in order]
         batches = [lengths[i:i + 8] for i in range(0, len(lengths), 8)]
