@@ -1,0 +1,257 @@
+"""Self-chat through the Batch API: the real openai client against tests/batch_server.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from batch_server import BatchTestServer, JobPlan
+from openai_server import Error, Malformed, OpenAITestServer
+
+from baize_tui.selfchat.batch import BatchOptions, BatchRunner
+from baize_tui.selfchat.export import export_run
+from baize_tui.selfchat.run import open_run, run_selfchat, summarize
+from baize_tui.selfchat.runner import RunConfig
+from baize_tui.selfchat.seeds import load_seeds, seed_id
+
+SECRET = "sk-test-SECRET-batch-77e1"
+TOPIC = re.compile(r"topic: '(.*)'\. Human statements", re.S)
+
+
+def replies(body: dict) -> str:
+    """Deterministic replies for v1 transcripts and v2 human/AI turns (seed-dependent)."""
+    first = body["messages"][0]["content"]
+    seed = m.group(1) if (m := TOPIC.search(first)) else ""
+    if body.get("stop") == ["[AI]"]:
+        n = first.count("\n[Human] ") - 1  # the template holds one
+        if seed.endswith("3?") and n == 2:
+            return " "  # this simulated human has no more questions: the dialogue ends
+        return f" Question {n} about {seed} "
+    if len(body["messages"]) == 1 and seed:
+        return (f"[Human] Tell me about {seed}\n[AI] {seed} is a fine topic.\n"
+                f"[Human] Why?\n[AI] Because of {seed}\n[Human] Thanks!")
+    return f"Answer to: {body['messages'][-1]['content']} (turn {len(body['messages']) // 2})"
+
+
+class Flaky:
+    """``replies`` with scripted failures on the first try of chosen seeds."""
+
+    def __init__(self, failures: dict[str, object]) -> None:
+        self.failures = dict(failures)
+
+    def __call__(self, body: dict) -> object:
+        text = json.dumps(body["messages"])
+        for needle in list(self.failures):
+            if needle in text:
+                return self.failures.pop(needle)
+        return replies(body)
+
+
+def make_seeds(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "seeds.txt"
+    path.write_text("".join(f"Question number {i}?\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+def live_export(tmp_path: Path, seeds_file: Path, **kw) -> tuple[bytes, bytes]:
+    """The live runner's exports for the same seeds and replies (concurrency 1: seed order)."""
+    with OpenAITestServer(replies) as srv:
+        cfg = RunConfig(model="test-model", base_url=srv.base_url, concurrency=1, **kw)
+        seeds = load_seeds(str(seeds_file))
+        run_selfchat(cfg, seeds, open_run(tmp_path / "live", cfg, seeds), api_key=SECRET)
+    return exports(tmp_path / "live", tmp_path / "live-export")
+
+
+def exports(run_dir: Path, dest: Path) -> tuple[bytes, bytes]:
+    dest.mkdir(exist_ok=True)
+    export_run(run_dir, "baize", dest / "d.json")
+    export_run(run_dir, "messages", dest / "d.jsonl")
+    return (dest / "d.json").read_bytes(), (dest / "d.jsonl").read_bytes()
+
+
+def batch_run(srv: BatchTestServer, out: Path, seeds_file: Path, options: BatchOptions | None = None,
+              events: list | None = None, **kw):
+    cfg = RunConfig(model="test-model", base_url=srv.base_url, **kw)
+    seeds = load_seeds(str(seeds_file))
+    store = open_run(out, cfg, seeds)
+    runner = BatchRunner(cfg, seeds, store, api_key=SECRET,
+                         options=options or BatchOptions(poll_interval=0.0),
+                         on_event=None if events is None else events.append)
+    try:
+        return runner.run(), seeds
+    finally:
+        store.close()
+
+
+def raw_ids(out: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()]
+
+
+def test_v1_batch_with_injected_errors_matches_live_export(tmp_path: Path) -> None:
+    seeds_file = make_seeds(tmp_path, 12)
+    live = live_export(tmp_path, seeds_file)
+    flaky = Flaky({"Question number 1?": Error(500, "overloaded"),
+                   "Question number 2?": Malformed(b'{"truncated": '),
+                   "Question number 4?": Error(429, "slow down")})
+    with BatchTestServer(flaky) as srv:
+        srv.plan(JobPlan(expire_after=9, unknown_ids=2, garbage_lines=1))
+        events: list = []
+        stats, seeds = batch_run(srv, tmp_path / "b", seeds_file, events=events)
+        assert stats.done == 12 and stats.failed == stats.rejected == 0
+        # step 1: 12 requests, 3 expired + 3 failed rows (500, malformed, 429); step 2: those 6
+        assert len(srv.batches) == 2 and len(srv.submitted) == 18
+        counts = Counter(srv.submitted)
+        assert all(c <= 2 for c in counts.values()) and sum(c == 2 for c in counts.values()) == 6
+    assert exports(tmp_path / "b", tmp_path / "b-export") == live
+    assert sorted(raw_ids(tmp_path / "b")) == sorted(s.id for s in seeds)
+    assert stats.warnings["result for an unknown custom_id"] == 2
+    assert stats.warnings["unparsable result line"] == 2  # the Malformed row and a garbage line
+    info = summarize(tmp_path / "b")
+    assert info["done"] == 12 and info["batch"]["steps"] == 2
+    assert [j["status"] for j in info["batch"]["jobs"]] == ["expired", "completed"]
+    assert any("expired" in e.message for e in events)
+    results = [json.loads(x) for x in (tmp_path / "b" / "batch_results.jsonl").read_text().splitlines()]
+    reasons = Counter(r["reason"] for r in results if not r["ok"])
+    # the row whose line was unparsable has no result: retried like the expired ones
+    assert reasons == {"batch_expired": 4, "http_500": 1, "http_429": 1}
+
+
+def test_v2_rounds_with_expiring_job_and_permanent_error(tmp_path: Path) -> None:
+    seeds_file = make_seeds(tmp_path, 10)
+    live = live_export(tmp_path, seeds_file, mode="v2", max_turns=3)
+    with BatchTestServer(replies) as srv:
+        srv.plan(JobPlan(), JobPlan(), JobPlan(expire_after=5))  # step 3 expires half done
+        stats, seeds = batch_run(srv, tmp_path / "b", seeds_file, mode="v2", max_turns=3)
+        roles = Counter(cid.rsplit(":", 1)[1] for cid in srv.submitted)
+        steps = [Counter(c.split(":", 2)[1] + c[-1] for c in
+                         [json.loads(x)["custom_id"] for x in srv.files[b.obj["input_file_id"]].data.splitlines()])
+                 for b in srv.batches.values()]
+    # seed 3's human quits in round 2 (an empty turn); step 3 expired half done
+    assert stats.done == 10 and exports(tmp_path / "b", tmp_path / "b-export") == live
+    assert len(steps) == 2 * 3 + 1  # one extra step for the expired rows
+    assert steps[0] == {"0h": 10} and steps[1] == {"0a": 10} and steps[2] == {"1h": 10}
+    assert roles["h"] == 10 + 10 + 9 + 5 and roles["a"] == 10 + 9 + 9
+    rec = json.loads((tmp_path / "b" / "raw.jsonl").read_text().splitlines()[3])
+    assert rec["seed"] == "Question number 3?" and rec["termination"] == "human_done"
+    assert rec["usage"]["calls"] == 3 and set(rec["usage"]["by_role"]) == {"human", "ai"}
+    assert raw_ids(tmp_path / "b") == [s.id for s in seeds]  # seed order, like a live run
+
+    # a 400 on a row fails that dialogue once, not retried (like a live 400)
+    flaky = Flaky({"Question number 6?": Error(400, "context_length_exceeded")})
+    with BatchTestServer(flaky) as srv:
+        stats, _ = batch_run(srv, tmp_path / "c", seeds_file, mode="v2", max_turns=1)
+        assert stats.done == 9 and stats.failed == 1 and len(srv.batches) == 2
+    failed = [json.loads(x) for x in (tmp_path / "c" / "failed.jsonl").read_text().splitlines()]
+    assert [(f["seed"], f["reason"], f["retryable"]) for f in failed] == [
+        ("Question number 6?", "http_400", False)]
+    with BatchTestServer(replies) as srv:  # resuming does not resubmit it
+        stats, _ = batch_run(srv, tmp_path / "c", seeds_file, mode="v2", max_turns=1)
+        assert srv.submitted == [] and stats.previously_done == 9
+
+
+def test_sharding_validation_failure_and_retry_limit(tmp_path: Path) -> None:
+    seeds_file = make_seeds(tmp_path, 10)
+    with BatchTestServer(replies, max_requests=4, polls_per_state=2) as srv:
+        srv.plan(JobPlan(), JobPlan(fail="injected: invalid input file"))
+        opts = BatchOptions(poll_interval=0.0, max_requests=4)
+        stats, _ = batch_run(srv, tmp_path / "b", seeds_file, options=opts)
+        sizes = [len(b.lines) for b in srv.batches.values()]
+        assert sizes == [4, 4, 2, 4] and stats.done == 10  # the failed shard was resubmitted
+        assert all(len(b.lines) <= 4 for b in srv.batches.values())
+    info = summarize(tmp_path / "b")["batch"]
+    assert [j["status"] for j in info["jobs"]] == ["completed", "failed", "completed", "completed"]
+    assert "injected: invalid input file" in info["jobs"][1]["errors"][0]
+
+    # every attempt of a row fails: the dialogue fails (retryable) after --batch-attempts
+    always = Error(503, "down")
+    with BatchTestServer(lambda b: always if "number 0?" in json.dumps(b) else replies(b)) as srv:
+        stats, _ = batch_run(srv, tmp_path / "c", make_seeds(tmp_path, 2),
+                             options=BatchOptions(poll_interval=0.0, max_attempts=2))
+        assert stats.done == 1 and stats.failed == 1 and len(srv.batches) == 2
+        assert stats.reasons == {"retries_exhausted": 1}
+
+
+# ------------------------------------------------------------------------------ the CLI
+def cli(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "baize_tui.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, OPENAI_API_KEY=SECRET, BAIZE_HOME=str(tmp_path / "home"), **extra)
+    env.pop("OPENAI_BASE_URL", None)
+    return env
+
+
+def run_args(srv: BatchTestServer, seeds_file: Path, out: Path, *more: str) -> list[str]:
+    return ["selfchat", "run", "--batch", "--seeds", str(seeds_file), "--out", str(out),
+            "--model", "gpt-4o-mini", "--base-url", srv.base_url, "--poll", "0.01", *more]
+
+
+def test_cli_detach_status_cancel_resume_no_key_leak(tmp_path: Path) -> None:
+    seeds_file = make_seeds(tmp_path, 6)
+    out = tmp_path / "run"
+    env = cli_env(tmp_path)
+    with BatchTestServer(replies, polls_per_state=50) as srv:
+        p = cli(*run_args(srv, seeds_file, out, "--detach"), env=env)
+        assert p.returncode == 0, p.stderr
+        assert "at the batch price (50% off)" in p.stderr and "re-run the same command" in p.stderr
+        st = cli("selfchat", "status", str(out), env=env)
+        assert "s001-01 validating" in st.stdout and "next:" in st.stdout
+        c = cli("selfchat", "cancel", str(out), env=env)
+        assert c.returncode == 0 and "cancelling" in c.stdout, c.stderr
+        srv.polls_per_state = 1
+        p2 = cli(*run_args(srv, seeds_file, out), env=env)
+        assert p2.returncode == 0, p2.stderr
+        assert "6/6 done" in p2.stdout
+        assert [b.obj["status"] for b in srv.batches.values()] == ["cancelled", "completed"]
+        info = json.loads(cli("selfchat", "status", str(out), "--json", env=env).stdout)
+        assert info["done"] == 6 and info["batch"]["submitted_requests"] == 12
+        assert info["cost"] is not None and info["cost"] > 0
+    texts = [p.stdout, p.stderr, p2.stdout, p2.stderr, st.stdout, c.stdout]
+    texts += [f.read_text(encoding="utf-8") for f in out.rglob("*") if f.is_file() and f.name != ".lock"]
+    assert len(texts) > 12 and not any(SECRET in t for t in texts)
+
+
+def test_cli_no_batch_api_is_one_clear_error(tmp_path: Path) -> None:
+    with OpenAITestServer(replies) as srv:  # a chat-only server (like vLLM's): no /v1/files
+        p = cli("selfchat", "run", "--batch", "--seeds", str(make_seeds(tmp_path, 2)), "--out",
+                str(tmp_path / "o"), "--model", "m", "--base-url", srv.base_url,
+                env=cli_env(tmp_path))
+    assert p.returncode == 1 and "no Batch API" in p.stderr and "Traceback" not in p.stderr
+
+
+STAGES = ["prepared", "uploaded", "created", "downloaded", "collect_mid", "collected"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_sigkill_between_stages_then_resume(tmp_path: Path, stage: str) -> None:
+    """SIGKILL at a stage (in step 2 of 4), resume: no request twice, every seed once,
+    the export byte-equal to the live run's."""
+    seeds_file = make_seeds(tmp_path, 8)
+    live = live_export(tmp_path, seeds_file, mode="v2", max_turns=2)
+    out = tmp_path / "run"
+    with BatchTestServer(replies) as srv:
+        args = run_args(srv, seeds_file, out, "--mode", "v2", "--max-turns", "2")
+        env = cli_env(tmp_path, BAIZE_TUI_BATCH_FAILPOINT=f"{stage}:2")
+        p = cli(*args, env=env)
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        p2 = cli(*args, env=cli_env(tmp_path))
+        assert p2.returncode == 0, p2.stderr
+        assert len(srv.submitted) == len(set(srv.submitted)), "a request was submitted twice"
+        assert len(srv.batches) == 4 and len(srv.submitted) == 8 + 8 + 8 + 7
+        uploads = [f for f in srv.files.values() if f.obj["purpose"] == "batch"]
+        assert len(uploads) == 4  # an upload whose id was lost to the kill is found, not redone
+        if stage == "created":
+            assert "not submitting it again" in p2.stderr
+    ids = raw_ids(out)
+    assert len(ids) == len(set(ids)) == 8
+    assert set(ids) == {seed_id(f"Question number {i}?") for i in range(8)}
+    assert exports(out, tmp_path / "export") == live
