@@ -184,7 +184,7 @@ class BatchTestServer:
         return 200, obj
 
     def _validate(self, b: _Batch) -> list[dict[str, Any]]:
-        errors = []
+        errors: list[dict[str, Any]] = []
         size = self.files[b.obj["input_file_id"]].obj["bytes"]
         if b.plan.fail:
             errors.append({"code": "invalid_request", "message": b.plan.fail, "line": None})
@@ -368,9 +368,9 @@ class _Handler(BaseHTTPRequestHandler):
             srv._fire("file", obj)
             return 200, obj, js
         if parts == ["files"] and method == "GET":
-            data = [f.obj for f in srv.files.values()
-                    if not query.get("purpose") or f.obj["purpose"] == query["purpose"][0]]
-            return 200, {"object": "list", "data": data, "has_more": False}, js
+            listed = [f.obj for f in srv.files.values()
+                      if not query.get("purpose") or f.obj["purpose"] == query["purpose"][0]]
+            return 200, {"object": "list", "data": listed, "has_more": False}, js
         if len(parts) >= 2 and parts[0] == "files":
             f = srv.files.get(parts[1])
             if f is None:
@@ -409,7 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _list_batches(srv: BatchTestServer, query: dict[str, list[str]]) -> dict[str, Any]:
         items = [b.obj for b in reversed(list(srv.batches.values()))]  # newest first
-        after = (query.get("after") or [None])[0]
+        after = (query.get("after") or [""])[0]
         if after:
             ids = [x["id"] for x in items]
             items = items[ids.index(after) + 1:] if after in ids else []
@@ -429,9 +429,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._route("DELETE")
 
 
-def main() -> None:
-    """Serve until killed; print ``READY <base_url>``."""
-    server = BatchTestServer().start()
+def main(argv: list[str] | None = None) -> None:
+    """Serve until killed; print ``READY <base_url>``.
+
+    ``--text`` is every reply; ``--expire N:K`` makes the N-th created batch (1-based) expire
+    after K requests.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Batch API test server")
+    parser.add_argument("--text", default="Hello from the batch server.")
+    parser.add_argument("--expire", metavar="N:K")
+    args = parser.parse_args(argv)
+    server = BatchTestServer(args.text)
+    if args.expire:
+        n, k = (int(x) for x in args.expire.split(":"))
+        server.plan(*([JobPlan()] * (n - 1)), JobPlan(expire_after=k))
+    server.start()
     print(f"READY {server.base_url}", flush=True)
     try:
         while True:

@@ -269,8 +269,8 @@ def _failure(cid: str, status: Any, error: Any, response: Any) -> dict[str, Any]
                 "error": " ".join(message.split())[:300]}
     body = (response or {}).get("body") if isinstance(response, dict) else None
     err = (body or {}).get("error") if isinstance(body, dict) else None
-    message = (err or {}).get("message") if isinstance(err, dict) else None
-    code = int(status) if isinstance(status, int) else 0
-    retryable = code in (408, 409, 429) or code >= 500 or code == 0
-    return {"cid": cid, "ok": False, "reason": f"http_{code}", "retryable": retryable,
-            "error": " ".join(str(message or f"HTTP {code}").split())[:300]}
+    detail = (err or {}).get("message") if isinstance(err, dict) else None
+    http = int(status) if isinstance(status, int) else 0
+    retryable = http in (408, 409, 429) or http >= 500 or http == 0
+    return {"cid": cid, "ok": False, "reason": f"http_{http}", "retryable": retryable,
+            "error": " ".join(str(detail or f"HTTP {http}").split())[:300]}
