@@ -41,20 +41,24 @@ def has_batch(run_dir: Path | str) -> bool:
     return (Path(run_dir) / JOBS).exists()
 
 
-def batch_summary(run_dir: Path | str) -> dict[str, Any] | None:
-    """Jobs (status, counts, next action) and totals of a run's batch mode, or ``None``."""
-    if not has_batch(run_dir):
-        return None
-    store = BatchStore(run_dir, readonly=True)
+def batch_summary(run_dir: Path | str, store: BatchStore | None = None) -> dict[str, Any] | None:
+    """Jobs (status, counts, next action) and totals of a run's batch mode, or ``None``.
+
+    ``store`` is a running session's own ``BatchStore`` (read in memory, not from disk).
+    """
+    if store is None:
+        if not has_batch(run_dir):
+            return None
+        store = BatchStore(run_dir, readonly=True)
     jobs = []
-    for j in store.jobs:
+    for j in list(store.jobs):
         jobs.append({"key": j.key, "step": j.step, "status": j.status, "batch_id": j.batch_id,
                      "requests": j.requests, "bytes": j.bytes, "roles": j.roles,
                      "counts": j.counts, "errors": j.errors[:3], "collected": j.collected,
                      "next": j.next_action(), "estimate_cost": j.estimate_cost,
                      "updated": j.updated})
     active = [j for j in store.jobs if not j.collected]
-    results = Counter("ok" if r.get("ok") else "failed" for r in store.results if "cid" in r)
+    results = Counter("ok" if r.get("ok") else "failed" for r in list(store.results) if "cid" in r)
     if active:
         waiting = [j for j in active if j.status in PROVIDER_ACTIVE or j.status == "submitted"]
         next_action = (f"{len(waiting)} job(s) at the provider: re-run `selfchat run --batch` "
