@@ -26,7 +26,9 @@ control-plane requests (files and batches endpoints).
 
 ``server.hook = fn(event, obj)`` is called after an event is applied and before the response
 is sent: ``"file"`` (upload stored), ``"batch"`` (batch created), ``"retrieve"``,
-``"content"``, ``"cancel"``. Tests use it to SIGKILL the client between stages.
+``"content"``, ``"cancel"``. When it returns an ``Error``, the client gets that error
+although the event happened (a batch created, then a 500: the case where a blind retry
+would submit everything twice).
 
 Bookkeeping for assertions: ``server.batches`` / ``server.files`` (dicts by id),
 ``server.submitted`` (every custom id of every created batch, in order),
@@ -85,7 +87,7 @@ class BatchTestServer:
     polls_per_state: int = 1
     max_requests: int = 50_000
     max_bytes: int = 200 * 1024 * 1024
-    hook: Callable[[str, dict[str, Any]], None] | None = None
+    hook: Callable[[str, dict[str, Any]], Any] | None = None
     batches: dict[str, _Batch] = field(default_factory=dict)
     files: dict[str, _File] = field(default_factory=dict)
     submitted: list[str] = field(default_factory=list)
@@ -138,7 +140,9 @@ class BatchTestServer:
 
     def _fire(self, event: str, obj: dict[str, Any]) -> None:
         if self.hook is not None:
-            self.hook(event, obj)
+            answer = self.hook(event, obj)
+            if isinstance(answer, Error):  # the event happened, but the client hears an error
+                raise _Answer(answer)
 
     # -- files ----------------------------------------------------------------------------
     def add_file(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
@@ -313,6 +317,14 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, byt
     return parts
 
 
+class _Answer(Exception):
+    """Raised by a hook's ``Error``: sent instead of the real response."""
+
+    def __init__(self, error: Error) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -353,6 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p][1:]  # drop "v1"
         try:
             status, payload, ctype = self._dispatch(srv, method, parts, raw, parse_qs(url.query))
+        except _Answer as answer:
+            err = answer.error
+            status, ctype = err.status, "application/json"
+            payload = {"error": {"message": err.message, "type": err.type or "api_error",
+                                 "code": err.code}}
         except Exception as exc:  # a bug in a scripted reply: answer 500 naming it
             status, payload, ctype = 500, {"error": {"message": f"batch server: {exc!r}"}}, "application/json"
         self._send(status, payload, ctype)

@@ -205,6 +205,9 @@ def test_cli_detach_status_cancel_resume_no_key_leak(tmp_path: Path) -> None:
         assert "at the batch price (50% off)" in p.stderr and "re-run the same command" in p.stderr
         st = cli("selfchat", "status", str(out), env=env)
         assert "s001-01 validating" in st.stdout and "next:" in st.stdout
+        live = cli(*[a for a in run_args(srv, seeds_file, out) if a not in ("--batch", "--poll", "0.01")],
+                   env=env)
+        assert live.returncode == 2 and "open batch jobs" in live.stderr  # would pay twice
         c = cli("selfchat", "cancel", str(out), env=env)
         assert c.returncode == 0 and "cancelling" in c.stdout, c.stderr
         srv.polls_per_state = 1
@@ -255,3 +258,39 @@ def test_sigkill_between_stages_then_resume(tmp_path: Path, stage: str) -> None:
     assert len(ids) == len(set(ids)) == 8
     assert set(ids) == {seed_id(f"Question number {i}?") for i in range(8)}
     assert exports(out, tmp_path / "export") == live
+
+
+def test_control_plane_errors_never_submit_twice(tmp_path: Path) -> None:
+    """A batch created but answered with a 500 (a lost response) is found again, not resubmitted;
+    transient errors on uploads and polls are retried."""
+    seeds_file = make_seeds(tmp_path, 4)
+    with BatchTestServer(replies) as srv:
+        lost = {"batch": 1, "retrieve": 1}
+
+        def hook(event: str, obj: dict) -> object:
+            if lost.get(event):
+                lost[event] -= 1
+                return Error(500, "lost response (injected)")
+            return None
+
+        srv.hook = hook
+        srv.control_errors.extend([Error(503, "busy"), Error(502, "bad gateway")])
+        events: list = []
+        stats, _ = batch_run(srv, tmp_path / "b", seeds_file, events=events)
+        assert stats.done == 4 and len(srv.batches) == 1
+        assert len(srv.submitted) == len(set(srv.submitted)) == 4
+        assert any("not submitting it again" in e.message for e in events)
+        assert ("POST", "/v1/batches") in srv.requests and srv.requests.count(("POST", "/v1/batches")) == 1
+
+
+def test_cost_budget_caps_what_is_submitted(tmp_path: Path) -> None:
+    with BatchTestServer(replies) as srv:
+        events: list = []
+        stats, _ = batch_run(srv, tmp_path / "b", make_seeds(tmp_path, 10), events=events,
+                             price=(10.0, 10.0), max_cost=0.01, max_tokens=50)
+        assert stats.stop_reason.startswith("budget reached"), stats.stop_reason
+        assert 4 <= stats.done < 10 and stats.cost is not None and stats.cost <= 0.01
+        first = len(srv.batches[next(iter(srv.batches))].lines)
+        assert 1 <= first < 10  # the estimate (prompt + max_tokens) lets only some start
+        assert len(srv.submitted) == len(set(srv.submitted)) == stats.done
+        assert any(f"budget: submitting {first} of 10" in e.message for e in events)

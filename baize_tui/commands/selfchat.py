@@ -145,6 +145,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     seeds_info = {"source": args.seeds, "field": args.seed_field, "shuffle": args.shuffle,
                   "shard": args.shard, "limit": args.limit}
+    if not args.batch:
+        from baize_tui.selfchat.batch_ops import open_job_count
+
+        if open_job_count(args.out):
+            raise UserError(f"{args.out} has open batch jobs: add --batch to collect them (or "
+                            "`selfchat cancel` them first); a live run would pay for them twice")
     store = open_run(args.out, run_config, seeds, seeds_info=seeds_info, force=args.force)
     for warning in store.warnings:
         err.print(f"[yellow]warning:[/] {warning}")

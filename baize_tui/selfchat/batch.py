@@ -242,6 +242,9 @@ class BatchRunner:
         live = [d for d in self.dialogues.values() if d.final is None]
         if not live:
             return "finished"
+        live = self._within_budget(live)
+        if not live:
+            return "stopped"
         new_jobs = self._prepare(live)
         self.stats.prepare_s += time.process_time() - t0
         for job in new_jobs:
@@ -281,6 +284,39 @@ class BatchRunner:
     def _redact(self, text: str) -> str:
         key = self._api_key
         return text.replace(key, "***") if key and len(key) >= 6 else text
+
+    def _within_budget(self, live: list[bp.Dialogue]) -> list[bp.Dialogue]:
+        """The dialogues whose next request fits ``max_tokens_total`` / ``max_cost`` (estimated
+        at the batch price, on top of what was spent); stops the session when none fits."""
+        cfg = self.config
+        by_cost = cfg.max_cost is not None and cfg.price is not None
+        if cfg.max_tokens_total is None and not by_cost:
+            return live
+        tokens = self.stats.tokens_in + self.stats.tokens_out
+        cost = self._cost() or 0.0
+        fit: list[bp.Dialogue] = []
+        for d in live:
+            _, body = bp.next_request(cfg, d)
+            est = bp.estimate_request_tokens(body, cfg.mode)
+            out = int(body.get("max_tokens") or (512 if cfg.mode == "v1" else 160))
+            est_cost = 0.0
+            if by_cost and cfg.price is not None:
+                est_cost = ((est - out) * cfg.price[0] + out * cfg.price[1]) / 1e6
+            if cfg.max_tokens_total is not None and tokens + est > cfg.max_tokens_total:
+                break
+            if by_cost and cfg.max_cost is not None and cost + est_cost > cfg.max_cost:
+                break
+            tokens += est
+            cost += est_cost
+            fit.append(d)
+        if not fit:
+            self.stop(f"budget reached: the next step would pass --max-tokens-total/--max-cost "
+                      f"({self.stats.tokens_in + self.stats.tokens_out:,} tokens, "
+                      f"${self._cost() or 0.0:.4f} spent)")
+        elif len(fit) < len(live):
+            self._emit("notice", f"budget: submitting {len(fit):,} of {len(live):,} requests "
+                                 "this step (the estimate of the rest would pass the budget)")
+        return fit
 
     # -- stages --------------------------------------------------------------------------
     def _prepare(self, live: list[bp.Dialogue]) -> list[BatchJob]:
@@ -352,8 +388,11 @@ class BatchRunner:
                 return
         self.jobs.meta[f"create:{job.key}"] = True
         self.jobs.save()
-        obj = client.batches.create(input_file_id=job.file_id, endpoint=bp.ENDPOINT,
-                                    completion_window="24h", metadata={"baize_job": tag})
+        # no blind SDK retry here: a create that timed out may have happened, and retrying it
+        # would submit every request twice; the next pass looks it up by its tag first
+        obj = client.with_options(max_retries=0).batches.create(
+            input_file_id=job.file_id, endpoint=bp.ENDPOINT, completion_window="24h",
+            metadata={"baize_job": tag})
         _failpoint("created")
         self._record_batch(job, obj)
         self.stats.jobs += 1

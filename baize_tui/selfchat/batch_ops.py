@@ -41,6 +41,13 @@ def has_batch(run_dir: Path | str) -> bool:
     return (Path(run_dir) / JOBS).exists()
 
 
+def open_job_count(run_dir: Path | str) -> int:
+    """How many batch jobs of the run are not collected yet (0 without batch state)."""
+    if not has_batch(run_dir):
+        return 0
+    return len(BatchStore(run_dir, readonly=True).active_jobs())
+
+
 def batch_summary(run_dir: Path | str, store: BatchStore | None = None) -> dict[str, Any] | None:
     """Jobs (status, counts, next action) and totals of a run's batch mode, or ``None``.
 
