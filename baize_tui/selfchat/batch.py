@@ -143,6 +143,7 @@ class BatchRunner:
             d = self.dialogues.get(str(rec.get("sid")))
             if d is not None:
                 self.replayer.apply(d, rec)
+        self.jobs.compact()  # the texts now live in the dialogues
         for rec in self.store.raw_records + self.store.failed_records:
             if rec.get("via") != "batch":  # live spend; batch spend comes from the results log
                 usage = rec.get("usage") or {}

@@ -99,6 +99,14 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_SLIM_KEYS = ("job", "cid", "sid", "ok", "p", "c", "revive")
+
+
+def _slim(rec: dict[str, Any]) -> dict[str, Any]:
+    """A result record without its text and error (what bookkeeping needs)."""
+    return {k: rec[k] for k in _SLIM_KEYS if k in rec}
+
+
 class BatchStore:
     """The batch files of one run directory (see the module docstring)."""
 
@@ -196,12 +204,16 @@ class BatchStore:
 
     # results --------------------------------------------------------------------------
     def append_results(self, records: list[dict[str, Any]]) -> None:
-        """Append outcome records to the results log."""
+        """Append outcome records to the results log (kept in memory without their text)."""
         if self._appender is None:
             self._appender = JsonlAppender(self.results_path, fsync=self.fsync)
         for rec in records:
             self._appender.append(rec)
-            self.results.append(rec)
+            self.results.append(_slim(rec))
+
+    def compact(self) -> None:
+        """Drop the texts of the results held in memory (once dialogues were rebuilt)."""
+        self.results = [_slim(r) for r in self.results]
 
     def close(self) -> None:
         """Close the results log."""
