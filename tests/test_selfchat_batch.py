@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -232,6 +233,60 @@ def test_cli_no_batch_api_is_one_clear_error(tmp_path: Path) -> None:
 
 
 STAGES = ["prepared", "uploaded", "created", "downloaded", "collect_mid", "collected"]
+
+
+@pytest.mark.parametrize("stage", ["created", "collect_mid"])
+def test_v1_sigkill_in_the_retry_step_then_resume(tmp_path: Path, stage: str) -> None:
+    """v1: the first job expires half done; the kill hits the step that resubmits the rest."""
+    seeds_file = make_seeds(tmp_path, 8)
+    live = live_export(tmp_path, seeds_file)
+    out = tmp_path / "run"
+    with BatchTestServer(replies) as srv:
+        srv.plan(JobPlan(expire_after=5))
+        args = run_args(srv, seeds_file, out)
+        p = cli(*args, env=cli_env(tmp_path, BAIZE_TUI_BATCH_FAILPOINT=f"{stage}:2"))
+        assert p.returncode == -signal.SIGKILL, p.stderr
+        p2 = cli(*args, env=cli_env(tmp_path))
+        assert p2.returncode == 0, p2.stderr
+        assert len(srv.batches) == 2 and len(srv.submitted) == 8 + 3
+    assert sorted(raw_ids(out)) == sorted({seed_id(f"Question number {i}?") for i in range(8)})
+    assert exports(out, tmp_path / "export") == live
+
+
+def test_sigint_stops_polling_not_the_jobs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with BatchTestServer(replies, polls_per_state=10_000) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "baize_tui.cli",
+                                 *run_args(srv, make_seeds(tmp_path, 3), out)],
+                                env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(m == "GET" for m, _ in srv.requests):
+            time.sleep(0.01)  # wait for the first poll
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130, stderr
+        assert "keep running at the provider" in stderr
+        assert [b.obj["status"] for b in srv.batches.values()] == ["validating"]
+
+
+def test_batch_continues_a_live_run_and_shards_by_bytes(tmp_path: Path) -> None:
+    from baize_tui.selfchat.batch_plan import shard_lines
+
+    seeds_file = make_seeds(tmp_path, 10)
+    with OpenAITestServer(replies) as live_srv:  # a live run did 4 of the seeds
+        cfg = RunConfig(model="test-model", base_url=live_srv.base_url, concurrency=1)
+        seeds = load_seeds(str(seeds_file), limit=4)
+        run_selfchat(cfg, seeds, open_run(tmp_path / "b", cfg, seeds), api_key=SECRET)
+    with BatchTestServer(replies) as srv:
+        stats, _ = batch_run(srv, tmp_path / "b", seeds_file,
+                             options=BatchOptions(poll_interval=0.0, max_bytes=3000))
+        assert stats.previously_done == 4 and stats.done == 6
+        assert all(srv.files[b.obj["input_file_id"]].obj["bytes"] <= 3000 for b in srv.batches.values())
+        assert len(srv.batches) >= 2 and len(srv.submitted) == 6  # split by size, one step
+    assert len(set(raw_ids(tmp_path / "b"))) == 10
+    lines = [b"x" * 10, b"y" * 5000, b"z" * 10, b"w" * 10]
+    assert [len(s) for s in shard_lines(lines, max_requests=2, max_bytes=100)] == [1, 1, 2]
 
 
 @pytest.mark.parametrize("stage", STAGES)
