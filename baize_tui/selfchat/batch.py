@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baize_tui.selfchat import batch_plan as bp
+from baize_tui.selfchat.batch_collect import dialogue_record, failed_record, read_job_results
 from baize_tui.selfchat.batch_jobs import (
     LOCAL_STATES,
     PROVIDER_ACTIVE,
@@ -94,10 +95,6 @@ def _failpoint(name: str) -> None:
     _FAILPOINT_HITS[name] += 1
     if _FAILPOINT_HITS[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class BatchRunner:
@@ -437,7 +434,10 @@ class BatchRunner:
 
     def _collect(self, job: BatchJob) -> None:
         t0 = time.process_time()
-        records = self._read_results(job)
+        records, problems = read_job_results(self.jobs, job, self._redact)
+        for problem in problems:
+            self.stats.warnings[problem] += 1
+            self._emit("notice", f"job {job.key}: skipped a {problem}")
         if records:
             half = len(records) // 2
             self.jobs.append_results(records[:half])
@@ -457,52 +457,6 @@ class BatchRunner:
         ok = sum(1 for r in records if r.get("ok"))
         self._emit("batch", f"job {job.key}: collected {ok:,} results, {len(records) - ok:,} failed rows")
 
-    def _read_results(self, job: BatchJob) -> list[dict[str, Any]]:
-        """Outcome records of a terminal, downloaded job not yet in the results log."""
-        import json
-
-        wanted: list[str] = []
-        path = self.jobs.path(job.input_name)
-        if path.exists():
-            wanted = [json.loads(line)["custom_id"] for line in path.read_bytes().splitlines() if line]
-        wanted_set = set(wanted)
-        logged = {r.get("cid") for r in self.jobs.results if r.get("job") == job.key}
-        seen: set[str] = set()
-        records: list[dict[str, Any]] = []
-        for suffix in ("output", "errors"):
-            fpath = self.jobs.path(f"{job.key}.{suffix}.jsonl")
-            if not fpath.exists():
-                continue
-            for raw in fpath.read_bytes().splitlines():
-                if not raw.strip():
-                    continue
-                rec = bp.parse_result_line(raw)
-                problem = rec.get("bad") or ("result for an unknown custom_id" if rec["cid"] not in wanted_set
-                                             else "duplicate result line" if rec["cid"] in seen else "")
-                if problem:
-                    self.stats.warnings[problem] += 1
-                    self._emit("notice", f"job {job.key}: skipped a {problem}")
-                    continue
-                seen.add(rec["cid"])
-                if rec["cid"] not in logged:
-                    records.append(self._stamp(rec, job))
-        why = {"failed": "the batch failed validation: " + "; ".join(job.errors[:3]),
-               "expired": "the batch expired before this request ran",
-               "cancelled": "the batch was cancelled before this request ran"}.get(
-            job.status, "no result line for this request")
-        for cid in wanted:
-            if cid not in seen and cid not in logged:
-                records.append(self._stamp({"cid": cid, "ok": False, "reason": f"batch_{job.status}",
-                                            "retryable": True, "error": why[:300]}, job))
-        return records
-
-    def _stamp(self, rec: dict[str, Any], job: BatchJob) -> dict[str, Any]:
-        rec["job"] = job.key
-        rec["sid"] = rec["cid"].split(":", 1)[0]
-        if "error" in rec:
-            rec["error"] = self._redact(rec["error"])
-        return rec
-
     # -- writing dialogues ---------------------------------------------------------------
     def _finalize(self) -> None:
         """Append finished dialogues to raw.jsonl (in seed order) and failures to failed.jsonl."""
@@ -515,11 +469,11 @@ class BatchRunner:
                 blocked = True
             elif d.final == "done":
                 if not blocked and d.sid not in done:
-                    self.store.append_done(self._record(d))
+                    self.store.append_done(dialogue_record(self.config, d))
                     done.add(d.sid)
                     self.stats.done += 1
             elif recorded.get(d.sid, -1) != d.gen and d.sid not in done:
-                self.store.append_failed(self._failed_record(d))
+                self.store.append_failed(failed_record(self.config, d))
                 recorded[d.sid] = d.gen
                 self.stats.reasons[d.reason] += 1
                 if d.final == "rejected":
@@ -533,32 +487,6 @@ class BatchRunner:
         if self.config.price is None:
             return None
         return (self.stats.tokens_in * self.config.price[0] + self.stats.tokens_out * self.config.price[1]) / 1e6
-
-    def _base(self, d: bp.Dialogue) -> dict[str, Any]:
-        from urllib.parse import urlsplit
-
-        return {"id": d.sid, "seed": d.seed.text, "mode": self.config.mode, "model": self.config.model,
-                "endpoint": urlsplit(self.config.base_url).hostname or ""}
-
-    def _record(self, d: bp.Dialogue) -> dict[str, Any]:
-        cfg = self.config
-        parsed = d.parsed
-        turns = parsed.turns if parsed is not None else d.turns
-        return dict(self._base(d), transcript=d.transcript, turns=[list(t) for t in turns],
-                    usage=d.usage(cfg.mode), finish_reasons=d.finish_reasons,
-                    termination=d.termination,
-                    params={"temperature": cfg.temperature, "max_tokens": cfg.max_tokens,
-                            "max_turns": cfg.max_turns if cfg.mode == "v2" else None},
-                    elapsed_s=0.0, retries=0, time=_now(), via="batch")
-
-    def _failed_record(self, d: bp.Dialogue) -> dict[str, Any]:
-        rec = dict(self._base(d), kind=d.final, reason=d.reason, retryable=d.retryable,
-                   error=d.error, usage=d.usage(self.config.mode), retries=0, time=_now(),
-                   via="batch", batch_gen=d.gen)
-        if d.transcript or d.turns:
-            rec.update(transcript=d.transcript, turns=[list(t) for t in d.turns],
-                       termination=d.termination)
-        return rec
 
 
 def _short(exc: Exception) -> str:
