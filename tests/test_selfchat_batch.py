@@ -204,6 +204,10 @@ def test_cli_detach_status_cancel_resume_no_key_leak(tmp_path: Path) -> None:
         p = cli(*run_args(srv, seeds_file, out, "--detach"), env=env)
         assert p.returncode == 0, p.stderr
         assert "at the batch price (50% off)" in p.stderr and "re-run the same command" in p.stderr
+        # gpt-4o-mini is $0.15/$0.60 per 1M: the projection states the batch price and the discount
+        assert re.search(r"projected: 6 dialogue\(s\), up to 6 requests, ~[\d,]+ tokens, about "
+                         r"\$[\d.]+ at the batch price \(\$0.075/\$0.3 per 1M in/out: 50% off "
+                         r"\$0.15/\$0.6\)", p.stderr), p.stderr
         st = cli("selfchat", "status", str(out), env=env)
         assert "s001-01 validating" in st.stdout and "next:" in st.stdout
         live = cli(*[a for a in run_args(srv, seeds_file, out) if a not in ("--batch", "--poll", "0.01")],
@@ -349,3 +353,17 @@ def test_cost_budget_caps_what_is_submitted(tmp_path: Path) -> None:
         assert 1 <= first < 10  # the estimate (prompt + max_tokens) lets only some start
         assert len(srv.submitted) == len(set(srv.submitted)) == stats.done
         assert any(f"budget: submitting {first} of 10" in e.message for e in events)
+
+
+def test_projection_counts_the_remaining_calls() -> None:
+    from baize_tui.selfchat.batch_plan import Dialogue, project_remaining
+    from baize_tui.selfchat.seeds import Seed
+
+    cfg = RunConfig(model="m", mode="v2", max_turns=3, max_tokens=100)
+    fresh = Dialogue(Seed("a", "Why is the sky blue?"))
+    halfway = Dialogue(Seed("b", "How do plants grow?"), turns=[("Q?", "A.")], human="Next?")
+    requests, tok_in, tok_out = project_remaining(cfg, [fresh, halfway])
+    assert requests == 6 + 3  # fresh: 3 human + 3 AI; halfway: AI of turn 1, then turn 2
+    assert tok_out == 100 * requests and tok_in > 0
+    v1 = RunConfig(model="m", mode="v1")
+    assert project_remaining(v1, [fresh, halfway])[0] == 2

@@ -201,6 +201,7 @@ class BatchRunner:
             self._client = openai.OpenAI(api_key=self._api_key, base_url=self.config.base_url,
                                          max_retries=3, timeout=self.config.timeout)
         try:
+            self._project()
             while True:
                 state = self.advance()
                 if state != "waiting" or not self.options.wait:
@@ -218,6 +219,24 @@ class BatchRunner:
         if not self.stats.stop_reason:
             self.stats.stop_reason = "finished"
         return self.stats
+
+    def _project(self) -> None:
+        """Say what the rest of the run should cost, before anything is submitted."""
+        live = [d for d in self.dialogues.values() if d.final is None]
+        if not live:
+            return
+        requests, tok_in, tok_out = bp.project_remaining(self.config, live)
+        price = self.config.price
+        if price is None:
+            money = "no price known for this model (add it under [selfchat.prices])"
+        else:
+            cost = (tok_in * price[0] + tok_out * price[1]) / 1e6
+            d = self.options.discount
+            full = f"${price[0] / (1 - d):g}/${price[1] / (1 - d):g}" if d < 1 else "?"
+            money = (f"about ${cost:.4f} at the batch price (${price[0]:g}/${price[1]:g} per 1M "
+                     f"in/out: {d:.0%} off {full})")
+        self._emit("batch", f"projected: {len(live):,} dialogue(s), up to {requests:,} requests, "
+                            f"~{tok_in + tok_out:,} tokens, {money}")
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -219,6 +219,35 @@ def estimate_request_tokens(body: dict[str, Any], mode: str) -> int:
     return prompt + int(out)
 
 
+def project_remaining(config: RunConfig, dialogues: Iterable[Dialogue]) -> tuple[int, int, int]:
+    """A rough projection of what the live dialogues still need: (requests, input, output tokens).
+
+    v1: one transcript call each. v2: every remaining human and AI call up to ``max_turns``,
+    each prompt growing by one exchange a turn (outputs guessed as ``max_tokens`` or 160).
+    Early endings make the real figure lower.
+    """
+    requests = tok_in = tok_out = 0
+    out = config.max_tokens or (512 if config.mode == "v1" else 160)
+    for d in dialogues:
+        if config.mode == "v1":
+            requests += 1
+            tok_in += estimate_tokens(config.template.render(d.seed.text))
+            tok_out += out
+            continue
+        base = estimate_tokens(config.template.render(d.seed.text))
+        so_far = sum(estimate_tokens(h) + estimate_tokens(a) for h, a in d.turns)
+        for turn in range(len(d.turns), config.max_turns):
+            history = so_far + (turn - len(d.turns)) * 2 * out
+            if not (turn == len(d.turns) and d.human is not None):
+                requests += 1
+                tok_in += base + history
+                tok_out += out
+            requests += 1
+            tok_in += history + out
+            tok_out += out
+    return requests, tok_in, tok_out
+
+
 # ---------------------------------------------------------------------------------------
 # results
 # ---------------------------------------------------------------------------------------
