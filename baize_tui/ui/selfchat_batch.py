@@ -123,6 +123,11 @@ class BatchMixin:
         if s.last_error:
             lines.append(f"last error: {s.last_error}")
         counters.update(Text("\n".join(lines)))
-        panel = self.query_one("#sc-batch", Static)
-        info = batch_summary(self.runner.store.dir, self.runner.jobs)
-        panel.update(Text("\n".join(batch_panel_lines(info))))
+        jobs = self.runner.jobs
+        # redrawn only when a job or the results changed (the results can be 100k+ lines)
+        key = (len(jobs.results), tuple((j.key, j.status, str(j.counts), j.downloaded, j.collected)
+                                        for j in list(jobs.jobs)))
+        if key != getattr(self, "_batch_drawn", None):
+            self._batch_drawn = key
+            info = batch_summary(self.runner.store.dir, jobs)
+            self.query_one("#sc-batch", Static).update(Text("\n".join(batch_panel_lines(info))))
