@@ -389,9 +389,14 @@ class BatchRunner:
         self.jobs.meta[f"upload:{job.key}"] = True
         self.jobs.save()
         with self.jobs.path(job.input_name).open("rb") as fh:
-            obj = client.files.create(file=(name, fh, "application/jsonl"), purpose="batch")
+            obj = self._transfer_client().files.create(file=(name, fh, "application/jsonl"),
+                                                       purpose="batch")
         _failpoint("uploaded")
         self.jobs.update(job, status="uploaded", file_id=obj.id)
+
+    def _transfer_client(self) -> Any:
+        """The client for file uploads and downloads (up to 200 MB: a longer timeout)."""
+        return self._client.with_options(timeout=max(900.0, self.config.timeout))
 
     def _create(self, job: BatchJob) -> None:
         client = self._client
@@ -446,7 +451,7 @@ class BatchRunner:
     def _download(self, job: BatchJob) -> None:
         for fid, suffix in ((job.output_file_id, "output"), (job.error_file_id, "errors")):
             if fid:
-                data = self._client.files.content(fid).content
+                data = self._transfer_client().files.content(fid).content
                 self.jobs.write_file(f"{job.key}.{suffix}.jsonl", data)
         _failpoint("downloaded")
         self.jobs.update(job, downloaded=True)
