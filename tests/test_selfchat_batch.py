@@ -367,3 +367,30 @@ def test_projection_counts_the_remaining_calls() -> None:
     assert tok_out == 100 * requests and tok_in > 0
     v1 = RunConfig(model="m", mode="v1")
     assert project_remaining(v1, [fresh, halfway])[0] == 2
+
+
+def test_failed_and_rejected_dialogues_come_back_on_a_rerun(tmp_path: Path) -> None:
+    """As in live runs: retryable failures are retried by the next run, rejected ones only with
+    --retry-rejected; each attempt is one failed.jsonl line, a success one raw.jsonl line."""
+    seeds_file = make_seeds(tmp_path, 3)
+    out = tmp_path / "b"
+    bad = {"number 0?": Error(503, "down"), "number 1?": "no tags at all"}
+
+    def script(body: dict) -> object:
+        text = json.dumps(body)
+        return next((v for k, v in bad.items() if k in text), None) or replies(body)
+
+    with BatchTestServer(script) as srv:
+        stats, _ = batch_run(srv, out, seeds_file, options=BatchOptions(poll_interval=0.0, max_attempts=1))
+        assert (stats.done, stats.failed, stats.rejected) == (1, 1, 1)
+        bad.clear()
+        stats, _ = batch_run(srv, out, seeds_file)  # the 503 is retried, the rejection is not
+        assert (stats.done, stats.failed, stats.rejected, stats.previously_done) == (1, 0, 0, 1)
+        stats, _ = batch_run(srv, out, seeds_file, retry_rejected=True)
+        assert (stats.done, stats.previously_done) == (1, 2)
+        assert len(srv.submitted) == 3 + 1 + 1
+    assert len(set(raw_ids(out))) == len(raw_ids(out)) == 3
+    failed = [json.loads(x) for x in (out / "failed.jsonl").read_text().splitlines()]
+    assert [(f["reason"], f["retryable"]) for f in failed] == [("retries_exhausted", True),
+                                                               ("no_ai_turn", False)]
+    assert summarize(out)["failed"] == summarize(out)["rejected"] == 0
