@@ -68,6 +68,12 @@ async def test_batch_mode_close_while_jobs_run_then_reopen_and_collect(tmp_path:
             await wait_until(pilot, lambda: "s001-01 validating" in text_of(screen2, "#sc-batch"))
             assert screen2.query_one("#sc-via", Select).value == "batch"
             assert screen2.query_one("#sc-seeds", Input).value == str(seeds)
+            screen2.query_one("#sc-via", Select).value = "live"  # would pay for the jobs twice
+            await pilot.pause(0.3)
+            await pilot.click("#sc-start")
+            await wait_until(pilot, lambda: "open batch jobs" in text_of(screen2, "#sc-message"))
+            assert not screen2.running
+            screen2.query_one("#sc-via", Select).value = "batch"
             await pilot.pause(0.3)
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: screen2.runner is not None and not screen2.running,

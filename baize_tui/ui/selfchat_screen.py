@@ -441,6 +441,13 @@ class SelfChatScreen(BatchMixin, Screen[None]):
         if self._via() == "batch":
             self._launch_batch(run_config, seeds, store, api_key)
             return
+        from baize_tui.selfchat.batch_ops import open_job_count
+
+        if open_job_count(store.dir):
+            store.close()
+            self._prepare_failed(f"{store.dir} has open batch jobs: choose \"Batch API\" to "
+                                 "collect them (a live run would pay for them twice)")
+            return
         self.run_dir = Path(store.dir)
         self.runner = SelfChatRunner(run_config, seeds, store, api_key=api_key,
                                      on_event=self._events.append)
