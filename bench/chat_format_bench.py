@@ -165,11 +165,17 @@ def main() -> None:
         args.threads = physical_cores()  # `ask` runs with this many; the anchor must too
     elif args.threads != physical_cores():
         raise SystemExit(f"(b) compares with `ask`, which uses {physical_cores()} threads here")
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
+    width = 62
+    print(f"{'measure'.ljust(width)}  {'figures':36}  {'ratio':12}  target", flush=True)
+
+    def row(name: str, figures: str, ratio: str, target: str) -> None:
+        rows.append((name, figures, ratio, target))
+        print(f"{name.ljust(width)}  {figures:36}  {ratio:12}  {target}", flush=True)
 
     t1, t8, n8 = bench_ttft(args.threads, args.repeats)
-    rows.append(("(a) TTFT turn 8 / turn 1, ChatML", f"{t8 * 1000:.1f} / {t1 * 1000:.1f} ms "
-                 f"(turn 8 prompt {n8} tokens)", f"{t8 / t1:.2f} x", "<= 1.3 x"))
+    row("(a) TTFT turn 8 / turn 1, ChatML", f"{t8 * 1000:.1f} / {t1 * 1000:.1f} ms "
+                 f"(turn 8 prompt {n8} tokens)", f"{t8 / t1:.2f} x", "<= 1.3 x")
 
     text = build("text")
     ours, bare = [], []
@@ -177,27 +183,23 @@ def main() -> None:
         bare.append(bare_loop(text, args.threads, args.tokens))
         ours.append(ask_loop(text, args.threads, args.tokens))
     o, b = statistics.median(ours), statistics.median(bare)
-    rows.append(("(b) decode tok/s: ask vs bare Llama.generate loop",
-                 f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x"))
+    row("(b) decode tok/s: ask vs bare Llama.generate loop",
+                 f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x")
 
     n = 2000
     plain, _, _ = per_token_cost("text", args.threads, n)
     for chain, label in (("bytes", "byte tokens (valid 中)"), ("invalid", "bytes never valid")):
         cost, first, second = per_token_cost(chain, args.threads, n)
-        rows.append((f"(c) per-token cost, {label} vs plain text, {n} tokens",
+        row(f"(c) per-token cost, {label} vs plain text, {n} tokens",
                      f"{cost * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{cost / plain:.2f} x",
-                     "<= 1.1 x"))
-        rows.append((f"    second half / first half, {label}",
+                     "<= 1.1 x")
+        row(f"    second half / first half, {label}",
                      f"{second * 1e3:.2f} / {first * 1e3:.2f} ms", f"{second / first:.2f} x",
-                     "~1.0 x (flat)"))
+                     "~1.0 x (flat)")
     lib = library_stream_cost(args.threads, n)
-    rows.append(("    reference: create_completion(stream=True), byte tokens",
-                 f"{lib * 1e3:.2f} ms/token", f"{lib / plain:.2f} x plain", "(not ours)"))
+    row("    reference: create_completion(stream=True), byte tokens",
+                 f"{lib * 1e3:.2f} ms/token", f"{lib / plain:.2f} x plain", "(not ours)")
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  {'figures':32}  {'ratio':12}  target")
-    for name, figures, ratio, target in rows:
-        print(f"{name.ljust(width)}  {figures:32}  {ratio:12}  {target}")
 
 
 if __name__ == "__main__":

@@ -244,7 +244,11 @@ class ChatScreen(Screen[None]):
         """Show the chat format in the status line (and, once per model, why it was a
         guess); name replies after the model unless it speaks Baize's format."""
         resolved = self.chat_format()
-        self.status.chat_format = resolved.label if resolved is not None else ""
+        # Baize's own format on a Baize model is the app's normal case: the line stays as
+        # short as before; any other format (or a guess) is named.
+        plain = resolved is None or (resolved.name == "baize" and resolved.choice == "auto"
+                                     and resolved.notice is None)
+        self.status.chat_format = "" if plain else resolved.label  # type: ignore[union-attr]
         name = "Baize"
         if resolved is not None and resolved.name != "baize":
             info = getattr(self.baize.engine, "chat_info", None)
