@@ -86,8 +86,30 @@ class HFEngine(PromptEngine):
     def n_ctx(self) -> int:
         return self._n_ctx
 
+    def _encode(self, text: str, **kwargs: Any) -> Any:
+        """Tokenize a whole prompt: special tokens as the tokenizer adds them, unless the text
+        (a chat template's rendering) already starts with BOS."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        add = not (isinstance(bos, str) and bos and text.startswith(bos))
+        return self.tokenizer(text, add_special_tokens=add, **kwargs)
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self._encode(text)["input_ids"])
+
+    def chat_info(self) -> Any:
+        """The tokenizer's own chat template and BOS/EOS text (see chat_format.py): a chat
+        in the ``template`` format renders with the same template ``apply_chat_template``
+        uses."""
+        from baize_tui.chat_format import ModelChatInfo
+
+        tok = self.tokenizer
+        template = getattr(tok, "chat_template", None)
+        return ModelChatInfo(
+            name=Path(self.base).name or self.base,
+            chat_template=template if isinstance(template, str) and template else None,
+            bos_token=str(getattr(tok, "bos_token", None) or ""),
+            eos_token=str(getattr(tok, "eos_token", None) or ""),
+        )
 
     def describe(self) -> str:
         name = Path(self.base).name or self.base
@@ -106,7 +128,7 @@ class HFEngine(PromptEngine):
         import transformers
 
         with self._lock:
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
+            inputs = self._encode(prompt, return_tensors="pt").to(self.device)
             n_prompt = int(inputs["input_ids"].shape[1])
             stats.prompt_tokens = n_prompt
             if cancel.is_set():
