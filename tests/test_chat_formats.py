@@ -258,3 +258,14 @@ def test_template_problems_keep_the_chat(tmp_path: Path, chat_ggufs: dict[str, P
         assert len(session.turns) == 2
     finally:
         engine.close()
+
+
+def test_a_model_path_opens_the_app_on_it(chat_ggufs: dict[str, Path]) -> None:
+    from baize_tui.cli import _model_path_as_option, build_parser
+
+    parser = build_parser()
+    model = str(chat_ggufs["chatml"])
+    assert _model_path_as_option(parser, [model]) == ["-m", model]
+    assert parser.parse_args(_model_path_as_option(parser, [model])).model == model
+    assert _model_path_as_option(parser, ["ask", "hi"]) == ["ask", "hi"]
+    assert _model_path_as_option(parser, ["nothing-here"]) == ["nothing-here"]

@@ -82,3 +82,6 @@ async def test_a_template_that_raises_keeps_the_chat_and_names_f2(
         # Nothing saved for the refused turn, nothing lost of the chat.
         assert [m.text for m in app.history.thread(conversation)] == ["Hello", "Hello there!"]
         assert [v.text for v in views(screen)] == ["Hello", "Hello there!"]
+    from baize_tui.config import load_config
+
+    assert load_config()["model"]["default"] == ""  # opened on a model, default unchanged
