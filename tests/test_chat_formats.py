@@ -269,3 +269,17 @@ def test_a_model_path_opens_the_app_on_it(chat_ggufs: dict[str, Path]) -> None:
     assert parser.parse_args(_model_path_as_option(parser, [model])).model == model
     assert _model_path_as_option(parser, ["ask", "hi"]) == ["ask", "hi"]
     assert _model_path_as_option(parser, ["nothing-here"]) == ["nothing-here"]
+
+
+def test_ask_with_a_runtime_lora_adapter(chat_ggufs: dict[str, Path], tmp_path: Path) -> None:
+    from tiny_chat_ggufs import build_lora_gguf
+
+    adapter = build_lora_gguf(tmp_path / "adapter.gguf")
+    model = str(chat_ggufs["chatml"])
+    base = ask("-m", model, "--no-history", "Hello")
+    assert base.returncode == 0 and base.stdout == "Hello there!\n"
+    tuned = ask("-m", model, "--lora", str(adapter), "--no-history", "-n", "3", "Hello")
+    assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stdout == "Hi Hi Hi\n"  # the adapter's designed reply: it was applied
+    one_line_error(ask("-m", str(adapter), "Hello"), 2, "--lora", "adapter")
+    one_line_error(ask("-m", model, "--lora", model, "Hello"), 2, "not a LoRA adapter")

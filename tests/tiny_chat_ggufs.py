@@ -279,3 +279,32 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
     writer.close()
     tmp.replace(out)
     return out
+
+
+def build_lora_gguf(out: Path, base_fmt: str = "chatml", *, word: str = "Hi") -> Path:
+    """A GGUF LoRA adapter for the ``base_fmt`` fixture (rank 1, on the output matrix) that
+    makes ``▁word`` the next token after every token, so a reply shows whether it applied."""
+    import gguf
+
+    kind, _, specials, _, _ = FORMATS[base_fmt]
+    tokens = _spm_vocab(specials)[0] if kind == "spm" else _bpe_vocab(specials)[0]
+    n_vocab = len(tokens)
+    n_embd = -(-n_vocab // 128) * 128
+    target = tokens.index(("▁" if kind == "spm" else "Ġ") + word)
+    lora_a = np.ones((1, n_embd), dtype=np.float32)  # sums the (one-hot, scaled) hidden state
+    lora_b = np.zeros((n_vocab, 1), dtype=np.float32)
+    lora_b[target, 0] = 4.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 1.0)
+    writer.add_tensor("output.weight.lora_a", lora_a)
+    writer.add_tensor("output.weight.lora_b", lora_b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="PATH.gguf (llama.cpp), openai:MODEL, or hf:BASE[+LORA] "
         "(default: model.default in the config; with --continue, the conversation's model)",
     )
+    p.add_argument("--lora", metavar="ADAPTER.gguf",
+                   help="a GGUF LoRA adapter (baize-convert lora) applied on the GGUF model: "
+                   "try a freshly trained adapter without merging")
     p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for openai:MODEL")
     p.add_argument("-s", "--system", metavar="TEXT",
                    help="system prompt (default: [chat] system_prompt in the config, else the "
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = _settings(args, config, conversation, spec)
     engine = open_engine(spec, config=config, base_url=args.base_url,
-                         n_ctx=args.n_ctx or settings.n_ctx)
+                         n_ctx=args.n_ctx or settings.n_ctx, lora=args.lora)
     try:
         return _turn(args, text, engine, store, conversation, settings)
     finally:

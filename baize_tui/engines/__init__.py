@@ -51,11 +51,13 @@ def open_engine(
     config: dict[str, Any] | None = None,
     base_url: str | None = None,
     n_ctx: int | None = None,
+    lora: str | None = None,
 ) -> Engine:
     """Open the engine a spec names (see the module docstring); loads the model now.
 
     ``config`` is the settings dict (default: :func:`baize_tui.config.load_config`): it gives
     ``model.max_ctx`` (cap on a GGUF's context) and ``[openai]`` ``base_url``/``api_key``.
+    ``lora`` is a GGUF LoRA adapter applied on a GGUF model at load (llama.cpp only).
     Raises :class:`UserError` for a spec that names nothing usable.
     """
     if config is None:
@@ -66,6 +68,9 @@ def open_engine(
     if not spec:
         raise UserError(f"empty model spec; give {SPEC_HELP}")
     kind, sep, rest = spec.partition(":")
+    if lora and sep and kind in ("openai", "hf"):
+        raise UserError(f"--lora applies a GGUF adapter on a GGUF model, not on {kind}:…; for "
+                        f"hf: give the adapter as hf:BASE+LORA")
     if sep and kind == "openai":
         from baize_tui.engines.openai_api import OpenAIEngine
 
@@ -87,7 +92,7 @@ def open_engine(
         from baize_tui.engines.llama import LlamaEngine
 
         max_ctx = int(config.get("model", {}).get("max_ctx", 4096) or 4096)
-        return LlamaEngine(path, max_ctx=max_ctx, n_ctx=n_ctx)
+        return LlamaEngine(path, max_ctx=max_ctx, n_ctx=n_ctx, lora=lora)
     if path.exists():
         raise UserError(f"{spec}: is a directory; give the path of a .gguf file")
     raise UserError(f"{spec}: no such model file; give {SPEC_HELP}")

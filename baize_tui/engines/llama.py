@@ -212,7 +212,7 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
     if info["type"] == "adapter":
         raise UserError(
             f"{path}: a LoRA adapter GGUF, not a model; merge it into its base with "
-            f"`baize-convert merge`"
+            f"`baize-convert merge`, or chat with it on its base: -m BASE.gguf --lora {path.name}"
         )
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UserError(
@@ -220,6 +220,24 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
             f"(Baize) models only"
         )
     return info
+
+
+def check_lora_gguf(path: Path) -> Path:
+    """``path`` if it is a GGUF LoRA adapter (``general.type`` adapter), else a
+    :class:`UserError` saying what it is and what to do."""
+    if not path.is_file():
+        raise UserError(f"{path}: LoRA adapter file not found")
+    from baize_tui.gguf_header import GGUFHeaderError, read_header
+
+    try:
+        header = read_header(path)
+    except (GGUFHeaderError, OSError) as exc:
+        raise UserError(f"{path}: not a GGUF LoRA adapter ({exc}); export one with "
+                        f"`baize-convert lora`") from None
+    if header.get("general.type", "model") != "adapter":
+        raise UserError(f"{path}: a model, not a LoRA adapter; give it with -m, and an "
+                        f"adapter made by `baize-convert lora` with --lora")
+    return path
 
 
 class LlamaEngine(PromptEngine):
@@ -240,8 +258,11 @@ class LlamaEngine(PromptEngine):
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
+        lora: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
+        #: a GGUF LoRA adapter applied on top at load (llama.cpp's adapter support)
+        self.lora = check_lora_gguf(Path(lora).expanduser().absolute()) if lora else None
         self.spec = str(self.path)  # absolute, so a saved conversation can be continued anywhere
         self.info = inspect_gguf(self.path)
         trained = self.info["context_length"] or 2048
@@ -262,6 +283,7 @@ class LlamaEngine(PromptEngine):
                     n_threads_batch=self.n_threads,
                     n_gpu_layers=n_gpu_layers,
                     use_mmap=True,
+                    lora_path=str(self.lora) if self.lora else None,
                     verbose=True,  # False would dup2 fds 1 and 2 to /dev/null while loading
                 )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -328,7 +350,9 @@ class LlamaEngine(PromptEngine):
 
     def describe(self) -> str:
         name = self.info.get("name") or self.path.stem
-        return f"llama.cpp · {name} ({self.path.name}, n_ctx {self._n_ctx}, {self.n_threads} threads)"
+        lora = f" + {self.lora.name}" if self.lora else ""
+        return (f"llama.cpp · {name}{lora} ({self.path.name}, n_ctx {self._n_ctx}, "
+                f"{self.n_threads} threads)")
 
     def _pieces(
         self,
