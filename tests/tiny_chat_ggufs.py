@@ -20,9 +20,9 @@ Markov chain we design): embeddings are one-hot (``n_embd >= vocab``), the atten
 feed-forward outputs are small random matrices (real work, negligible effect), and the output
 matrix maps each token to its successor with a wide margin. So a reply is predictable without
 depending on BLAS rounding: after the generation prompt the model says ``chain`` (by default
-"▁Hello ▁there !") and then the format's end-of-turn token. ``chain="bytes"`` makes every
+"Hello ▁there !") and then the format's end-of-turn token. ``chain="bytes"`` makes every
 reply the byte tokens of "中" repeated, ``chain="invalid"`` the byte 0xFF repeated (never valid
-UTF-8), ``chain="text"`` "▁Hello ▁there" repeated, all without an end (for benchmarks).
+UTF-8), ``chain="text"`` "Hello ▁there ▁Hello ▁there …", all without an end (for benchmarks).
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ def _spm_vocab(specials: list[str]) -> tuple[list[str], list[float], list[int]]:
             piece = ("▁" + word)[:n]
             if piece not in pieces:
                 pieces.append(piece)
+        for n in range(2, len(word) + 1):  # and of the word at a line start ("\nHello")
+            if word[:n] not in pieces:
+                pieces.append(word[:n])
     pieces.append("\n")
     for piece in pieces:
         if piece not in tokens:
@@ -151,6 +154,9 @@ def _successors(tokens: list[str], kind: str, chain: str, end: int) -> dict[int,
     """The designed next token of each token id (greedy reply) — see the module docstring."""
     space = "Ġ" if kind == "bpe" else "▁"
     hello, there = _piece_id(tokens, space + "Hello"), _piece_id(tokens, space + "there")
+    # A reply starts as a real chat model's does after "assistant\n": a word with no space
+    # before it, so the saved reply re-tokenizes to the tokens sampled (KV reuse).
+    opening = _piece_id(tokens, "Hello")
     if kind == "bpe":
         bang, byte = _piece_id(tokens, "!"), (lambda b: _bytes_to_unicode()[b])
         byte_ids = [_piece_id(tokens, byte(b)) for b in "中".encode()]
@@ -165,9 +171,9 @@ def _successors(tokens: list[str], kind: str, chain: str, end: int) -> dict[int,
     elif chain == "invalid":
         start, nxt = ff, {ff: ff}
     elif chain == "text":
-        start, nxt = hello, {hello: there, there: hello}
+        start, nxt = opening, {opening: there, hello: there, there: hello}
     else:
-        start, nxt = hello, {hello: there, there: bang, bang: end}
+        start, nxt = opening, {opening: there, there: bang, bang: end}
     table = {t: start for t in range(len(tokens))}
     table.update(nxt)
     return table
