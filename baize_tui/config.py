@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +48,44 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read the settings file (missing is fine) and merge it over the defaults."""
+    """Read the settings file (missing is fine), check it (:mod:`baize_tui.config_schema`)
+    and merge it over the defaults. A bad value is reported once on stderr, naming the file,
+    key, value and expected type, and replaced by its default; the other values stay."""
     path = path or get_paths().config_file
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return copy.deepcopy(DEFAULTS)
+    except OSError as exc:
+        from baize_tui.safe_write import describe_os_error
+
+        raise UserError(describe_os_error(path, exc, "cannot read the settings")) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                        "fix or delete the file") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    from baize_tui.config_schema import validate_config
+
+    data, problems = validate_config(data)
+    _warn_once(path, problems)
     return _merge(DEFAULTS, data)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, problems: list[str]) -> None:
+    """Print each settings problem once per process (commands load the config repeatedly)."""
+    for problem in problems:
+        line = f"baize-tui: warning: {path}: {problem}"
+        if line not in _warned:
+            _warned.add(line)
+            print(line, file=sys.stderr)
 
 
 def _toml_value(value: Any) -> str:
@@ -96,18 +121,11 @@ def dumps_toml(data: dict[str, Any]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename
+    (:func:`baize_tui.safe_write.atomic_write_text`: refuses links, FIFOs and devices)."""
+    from baize_tui.safe_write import atomic_write_text as write
+
+    write(path, text)
 
 
 def save_config(config: dict[str, Any], path: Path | None = None) -> Path:

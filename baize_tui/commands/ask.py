@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         import logging
 
+        from baize_tui.redact import RedactingFilter
+
         handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger("baize_tui")
         root.addHandler(handler)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from baize_tui.redact import register_secret
 from baize_tui.selfchat import templates as tpl
 from baize_tui.selfchat.seeds import Seed
 from baize_tui.selfchat.store import RunStore
@@ -344,6 +345,7 @@ class SelfChatRunner:
         self.config = config
         self.store = store
         self._api_key = api_key
+        register_secret(api_key)  # scrubbed from everything the run writes and logs
         self._client = client
         self.on_event = on_event
         self.stats = RunStats()
