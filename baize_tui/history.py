@@ -31,11 +31,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.history_guard import (
+    check_conversation_ranges,
+    check_integrity,
+    check_message_ranges,
+    db_fault,
+    is_store_fault,
+    safe_time,
+)
 from baize_tui.paths import get_paths
 
 ROLES: tuple[str, ...] = ("user", "assistant")
@@ -234,8 +241,8 @@ def make_title(text: str) -> str | None:
 
 
 def format_time(timestamp: float) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM``."""
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    """A Unix time as local ``YYYY-MM-DD HH:MM`` (never raises on a stored odd value)."""
+    return safe_time(timestamp)
 
 
 def fts_query(query: str, *, prefix: bool = True) -> str:
@@ -257,7 +264,12 @@ def _dumps(value: Any) -> str | None:
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):  # a damaged row is shown without its params
+        return None
 
 
 def _message(row: sqlite3.Row) -> Message:
@@ -319,21 +331,25 @@ class HistoryStore:
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-        except (OSError, sqlite3.Error) as exc:
-            raise OperationFailed(f"{self.path}: cannot open the history database ({exc})") from exc
+        except OSError as exc:
+            from baize_tui.safe_write import describe_os_error
+
+            raise OperationFailed(describe_os_error(self.path.parent, exc,
+                                                    "cannot open the history database")) from exc
+        except sqlite3.Error as exc:
+            raise db_fault(self.path, exc) from exc
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._retry_busy(lambda: self._db.execute("PRAGMA journal_mode = WAL").fetchone())
             self._db.execute("PRAGMA synchronous = NORMAL")
+            check_integrity(self._db, self.path)
             self._migrate()
         except BaseException as exc:
             self._db.close()
             if not isinstance(exc, sqlite3.DatabaseError):
                 raise
-            raise OperationFailed(
-                f"{self.path}: not a usable history database ({exc}); move it aside to start afresh"
-            ) from exc
+            raise db_fault(self.path, exc) from exc
 
     # ---- plumbing
 
@@ -376,32 +392,42 @@ class HistoryStore:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise OperationFailed(f"{self.path}: cannot write history ({exc})") from exc
+            except sqlite3.DatabaseError as exc:
+                raise db_fault(self.path, exc) from exc
             try:
                 yield db
                 db.execute("COMMIT")
             except BaseException as exc:
                 if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise OperationFailed(f"{self.path}: cannot write history ({exc})") from exc
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise db_fault(self.path, exc) from exc
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several queries see one consistent snapshot."""
         with self._lock:
-            self._db.execute("BEGIN")
             try:
+                self._db.execute("BEGIN")
                 yield self._db
+            except sqlite3.DatabaseError as exc:
+                raise db_fault(self.path, exc) from exc
             finally:
                 if self._db.in_transaction:
                     self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not is_store_fault(exc):
+                    raise  # e.g. a malformed search query, reported by search()
+                raise db_fault(self.path, exc) from exc
 
     def _require_conversation(self, db: sqlite3.Connection, conversation_id: int) -> sqlite3.Row:
         row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
@@ -1017,6 +1043,7 @@ def _validate_export(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     conversation["updated_at"] = _field(
         conv, "conversation", "updated_at", _is_number, "a number", conversation["created_at"]
     )
+    check_conversation_ranges(conversation)
 
     raw_messages = data.get("messages", [])
     if not isinstance(raw_messages, list):
@@ -1059,6 +1086,7 @@ def _validate_export(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 raw, where, "complete", lambda v: isinstance(v, bool), "true or false", True
             ),
         }
+        check_message_ranges(where, m)
         if m["id"] in seen:
             raise ImportFormatError(f"{where}.id: {m['id']} appears twice")
         seen.add(m["id"])

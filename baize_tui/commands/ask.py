@@ -199,9 +199,12 @@ def _turn(
               file=sys.stderr)
     out = sys.stdout
     wrote = False
+    from baize_tui.termtext import term_safe
+
+    shown = term_safe if out.isatty() else str  # model output is data, not terminal commands
     try:
         for piece in turn:
-            out.write(piece)
+            out.write(shown(piece))
             out.flush()
             wrote = True
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from pathlib import Path
 from baize_tui.config import atomic_write_text
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.history import HistoryStore, ImportFormatError, format_time
+from baize_tui.termtext import term_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +84,7 @@ def _store() -> HistoryStore:
 
 
 def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+    return term_safe(" ".join((text or "").split()))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -109,7 +110,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     """Print a conversation's current thread as Markdown."""
     with _store() as store:
-        sys.stdout.write(store.export_markdown(args.id))
+        sys.stdout.write(term_safe(store.export_markdown(args.id)))
     return 0
 
 
@@ -121,7 +122,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(h) for h in hits], indent=2, ensure_ascii=False))
         return 0
     if not hits:
-        print(f"no messages match {args.query!r}", file=sys.stderr)
+        print(f"no messages match {term_safe(repr(args.query))}", file=sys.stderr)
         return 0
     for h in hits:
         title = _one_line(h.title) or "New conversation"
@@ -137,8 +138,8 @@ def run_export(args: argparse.Namespace) -> int:
             text = json.dumps(store.export_json(args.id), indent=2, ensure_ascii=False) + "\n"
         else:
             text = store.export_markdown(args.id)
-    if args.output is None:
-        sys.stdout.write(text)
+    if args.output is None:  # JSON escapes controls itself; Markdown on a terminal must not
+        sys.stdout.write(term_safe(text) if sys.stdout.isatty() else text)
         return 0
     try:
         atomic_write_text(args.output, text)
@@ -170,7 +171,7 @@ def run_import(args: argparse.Namespace) -> int:
             raise UserError(f"{name}: {exc}") from None
         title = store.get_conversation(new_id).display_title
     print(new_id)
-    print(f"imported {name} as conversation {new_id}: {title}", file=sys.stderr)
+    print(f"imported {name} as conversation {new_id}: {_one_line(title)}", file=sys.stderr)
     return 0
 
 
@@ -186,7 +187,7 @@ def run_delete(args: argparse.Namespace) -> int:
                 )
             count = len(store.messages(args.id))
             answer = input(
-                f"Delete conversation {args.id} {conversation.display_title!r} "
+                f"Delete conversation {args.id} {term_safe(repr(conversation.display_title))} "
                 f"({count} messages)? [y/N] "
             )
             if answer.strip().lower() not in ("y", "yes"):
