@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "func", run_app)
     if getattr(args, "command", None) != "paths":
         log_to_file()
+    if handler is not run_app:  # the app installs its own (it must exit through Textual)
+        from baize_tui.shutdown import install_termination_handlers
+
+        install_termination_handlers()
     return run_reporting_errors("baize-tui", lambda: handler(args))
 
 

@@ -153,7 +153,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Store a JSON export as a new conversation; prints the new id."""
     name = "<stdin>" if args.file == "-" else args.file
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        text = _read_import(args.file)
     except FileNotFoundError:
         raise UserError(f"{name}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -164,6 +164,8 @@ def run_import(args: argparse.Namespace) -> int:
         raise UserError(
             f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except RecursionError:
+        raise UserError(f"{name}: JSON nested too deeply to be a conversation export") from None
     with _store() as store:
         try:
             new_id = store.import_json(data)
@@ -173,6 +175,25 @@ def run_import(args: argparse.Namespace) -> int:
     print(new_id)
     print(f"imported {name} as conversation {new_id}: {_one_line(title)}", file=sys.stderr)
     return 0
+
+
+def _read_import(file: str) -> str:
+    """The import document's text, refusing sizes no export reaches before reading them."""
+    from baize_tui.history_guard import MAX_IMPORT_BYTES
+
+    if file == "-":
+        text = sys.stdin.read(MAX_IMPORT_BYTES + 1)
+    else:
+        path = Path(file)
+        if path.exists() and not path.is_file():
+            raise UserError(f"{file}: not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_IMPORT_BYTES + 1)
+        text = data.decode("utf-8")
+    if len(text) > MAX_IMPORT_BYTES:
+        raise UserError(f"{'<stdin>' if file == '-' else file}: larger than "
+                        f"{MAX_IMPORT_BYTES // 2**20} MiB; not a conversation export")
+    return text
 
 
 def run_delete(args: argparse.Namespace) -> int:

@@ -340,6 +340,17 @@ def run() -> int:
 
     (``baize-tui`` has already sent logging to the log file; nothing is printed over the UI.)
     """
+    from baize_tui.faults import Terminated
+    from baize_tui.shutdown import install_termination_handlers
+
     app = BaizeApp()
+
+    def on_signal(signum: int) -> None:  # replies were flushed; leave through Textual
+        loop = getattr(app, "_loop", None)
+        if loop is None or not loop.is_running():
+            raise Terminated(signum)
+        loop.call_soon_threadsafe(app.exit, None, 128 + signum)
+
+    install_termination_handlers(on_signal)
     app.run()
     return int(app.return_code or 0)
