@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import sqlite3
 import sys
 
@@ -67,6 +68,11 @@ def report_fault(prog: str, exc: BaseException) -> int | None:
     if isinstance(exc, sqlite3.DatabaseError):
         print(f"{prog}: error: a database failed ({exc}); if it is damaged, restore it from a "
               "backup or move it aside", file=sys.stderr)
+        return 1
+    if isinstance(exc, pickle.UnpicklingError):
+        print(f"{prog}: error: refused to load a pickled file that is not plain tensor data "
+              f"({str(exc).splitlines()[0][:200] if str(exc) else 'unpickling refused'}); "
+              "use .safetensors weights from a source you trust", file=sys.stderr)
         return 1
     if isinstance(exc, RecursionError):
         print(f"{prog}: error: the input is nested too deeply to read", file=sys.stderr)

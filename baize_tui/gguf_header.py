@@ -89,6 +89,9 @@ def _type_sizes() -> dict[int, tuple[int, int]]:
     return _TYPE_SIZES
 
 
+MAX_ARRAY_DEPTH = 8  # arrays of arrays this deep; real files use one level
+
+
 class _Cursor:
     def __init__(self, buf: Any, size: int) -> None:
         self.buf, self.size, self.pos = buf, size, 0
@@ -111,7 +114,10 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8", errors="replace")
 
-    def value(self, vtype: int) -> Any:
+    def value(self, vtype: int, depth: int = 0) -> Any:
+        if depth > MAX_ARRAY_DEPTH:  # a crafted header must not exhaust the stack
+            raise GGUFHeaderError(f"corrupt header (arrays nested more than {MAX_ARRAY_DEPTH} "
+                                  f"deep at byte {self.pos})")
         if vtype in _SCALAR_FORMATS:
             return self.unpack(_SCALAR_FORMATS[vtype])
         if vtype == _STRING:
@@ -133,7 +139,7 @@ class _Cursor:
                 self.pos = pos
             else:
                 for _ in range(count):
-                    self.value(item_type)
+                    self.value(item_type, depth + 1)
             return ArrayInfo(item_type, count)
         raise GGUFHeaderError(f"corrupt header (unknown value type {vtype} at byte {self.pos})")
 
@@ -146,6 +152,11 @@ def read_header(path: Path) -> GGUFHeader:
         raise GGUFHeaderError("no such file") from None
     if path.is_dir():
         raise GGUFHeaderError("is a directory, not a .gguf file")
+    from baize_tui.safe_write import file_kind
+
+    kind = file_kind(path.resolve())
+    if kind is not None:  # a FIFO would block the open forever
+        raise GGUFHeaderError(f"is {kind}, not a regular file")
     if size == 0:
         raise GGUFHeaderError("empty file")
     sizes = _type_sizes()

@@ -34,6 +34,7 @@ from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.gguf_header import GGUFHeaderError, file_type_label, read_header
+from baize_tui.model_checks import check_hub_names, model_problem
 from baize_tui.paths import get_paths
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -168,6 +169,7 @@ def describe(path: Path, source: str = "models") -> ModelFile:
         model.kind = "adapter" if header["type"] == "adapter" else "model"
         model.n_params = header["n_params"]
         model.extra = {"general_name": header["name"]}
+        model.error = model_problem(header)  # a header without tensors is no model
     with _cache_lock:
         _describe_cache[key] = model
     return ModelFile(**{**model.__dict__, "extra": dict(model.extra)})
@@ -288,9 +290,12 @@ def remove_model(name: str) -> ModelFile:
     """
     model = find_model(name)
     models_dir = get_paths().models_dir.resolve()
-    if not model.path.resolve().is_relative_to(models_dir):
+    # where the entry itself lives: a symbolic link in the models dir is removed (the link
+    # only, never its target), whatever it points at
+    location = model.path.absolute().parent.resolve()
+    if not location.is_relative_to(models_dir):
         where = ("the Hugging Face cache (use `hf cache delete`)" if model.source.startswith("hf:")
-                 else str(model.path.parent))
+                 else str(location))
         raise UserError(f"{model.path} is not in the models directory ({models_dir}) but in "
                         f"{where}; delete it there yourself")
     was_default = model.is_default
@@ -487,6 +492,7 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
     verifies the sha256 (LFS files) or git blob id against the hub's etag, and renames the
     file into place only then. A checksum mismatch or a full disk deletes the partial file.
     """
+    check_hub_names(repo, filename)
     if not filename.lower().endswith(".gguf"):
         raise UserError(f"{filename}: only .gguf files can be pulled; for Hugging Face weights "
                         "use `baize-convert merge`")
@@ -530,7 +536,8 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
 
         raise OperationFailed(
             f"not enough disk space in {models_dir}: {dest.name} needs "
-            f"{human_bytes(size - have)} more, {human_bytes(_free_bytes(models_dir))} free"
+            f"{human_bytes(size - have)} more plus a {human_bytes(DISK_MARGIN)} safety margin, "
+            f"{human_bytes(_free_bytes(models_dir))} free"
         )
     state_file.write_text(json.dumps(state))
 

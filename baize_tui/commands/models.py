@@ -148,7 +148,9 @@ def run_pull(args: argparse.Namespace) -> int:
     """Download a GGUF, or run a known Baize model's recipe."""
     from baize_tui import models
     from baize_tui.catalog import find_known
+    from baize_tui.model_checks import check_hub_names
 
+    check_hub_names(args.repo, args.file)
     if args.file is None and find_known(args.repo) is not None:
         plan = models.plan_recipe(args.repo, args.quant)
         print(plan.describe())
