@@ -88,13 +88,18 @@ def _warn_once(path: Path, problems: list[str]) -> None:
             print(line, file=sys.stderr)
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes, plus DEL (which TOML forbids raw) escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
@@ -110,11 +115,11 @@ def dumps_toml(data: dict[str, Any]) -> str:
         if prefix and (scalars or not tables):
             lines.append(f"[{prefix}]")
         for key, value in scalars.items():
-            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+            lines.append(f"{_toml_string(key)} = {_toml_value(value)}")
         if scalars:
             lines.append("")
         for key, value in tables.items():
-            emit(value, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
+            emit(value, f"{prefix}.{_toml_string(key)}" if prefix else _toml_string(key))
 
     emit(data, "")
     return "\n".join(lines).rstrip() + "\n"

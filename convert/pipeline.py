@@ -249,8 +249,6 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 def _guard_inputs(output: Path, ckpt: Checkpoint, adapters: list[Adapter], base_spec: str,
                   quiet: bool) -> None:
     """Refuse an output that is an input; warn when an adapter names another base."""
-    import sys
-
     from baize_convert.guards import base_mismatch_warning, check_output_not_input
 
     check_output_not_input(output, [ckpt.directory, *(a.directory for a in adapters)])
