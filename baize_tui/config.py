@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from baize_tui.errors import UserError
+from baize_tui.errors import OperationFailed, UserError
 from baize_tui.paths import get_paths
 
 if sys.version_info >= (3, 11):
@@ -59,7 +59,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     except OSError as exc:
         from baize_tui.safe_write import describe_os_error
 
-        raise UserError(describe_os_error(path, exc, "cannot read the settings")) from None
+        raise OperationFailed(describe_os_error(path, exc, "cannot read the settings")) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -37,7 +37,9 @@ def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
         return code
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        from baize_tui.redact import redact_text
+
+        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)  # no key in a message
         return exc.exit_code
     except KeyboardInterrupt as exc:
         from baize_tui.faults import Terminated, report_fault
