@@ -175,10 +175,14 @@ def run_pull(args: argparse.Namespace) -> int:
 
 def run_rm(args: argparse.Namespace) -> int:
     """Delete a model file."""
-    from baize_tui.models import remove_model
+    from baize_tui.models import find_model, remove_model
 
+    found = find_model(args.name).path
+    target = found.resolve() if found.is_symlink() else None
     model = remove_model(args.name)
     note = " (it was the default; none is set now)" if model.is_default else ""
+    if target is not None:
+        note += f" (a symbolic link; its target {target} was kept)"
     print(f"removed {model.path}{note}")
     return 0
 
