@@ -30,7 +30,8 @@ class OperationFailed(UserError):
 def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
                          interrupted: str = "interrupted") -> int:
     """Run a command's action; a :class:`UserError` becomes one ``prog: error: …`` line on
-    stderr and its exit code, Ctrl-C exit 130; environment faults (closed pipe, disk full, read-only) go through
+    stderr and its exit code (credentials redacted), Ctrl-C exit 130, SIGTERM/SIGHUP 128+N;
+    environment faults (closed pipe, disk full, read-only) go through
     :func:`baize_tui.faults.report_fault`. Anything else is a bug and keeps its traceback."""
     try:
         code = int(action() or 0)
@@ -51,7 +52,7 @@ def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
     except Exception as exc:
         from baize_tui.faults import report_fault
 
-        code = report_fault(prog, exc)
-        if code is None:
+        status = report_fault(prog, exc)
+        if status is None:
             raise
-        return code
+        return status
