@@ -103,3 +103,17 @@ def test_ask_output_on_a_terminal_is_escaped(baize_home: Path) -> None:
     with HistoryStore() as store:  # the history keeps what the model said
         reply = store.thread(store.last_conversation_id())[-1].text
     assert "\x1b]0;pwned\x07" in reply
+
+
+def test_models_list_escapes_names_from_disk(baize_home: Path) -> None:
+    from test_hardening_models import gguf_tensorless
+
+    from baize_tui.paths import get_paths
+
+    models_dir = get_paths().models_dir
+    models_dir.mkdir(parents=True)
+    gguf_tensorless(models_dir / "evil\x1b]0;pwned\x07.gguf")
+    out = tui("models", "list")
+    assert out.returncode == 0, out.stderr
+    assert "evil\\x1b]0;pwned" in out.stdout
+    assert_inert(out.stdout)

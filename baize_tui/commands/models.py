@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from baize_tui.formatting import human_bytes
+from baize_tui.termtext import term_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,10 +90,11 @@ def run_list(args: argparse.Namespace) -> int:
                      template, m.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print(term_safe("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                        .rstrip(), keep_newlines=False))  # names come from file headers
     for m in found:
         if m.broken:
-            print(f"! {m.path}: {m.error}")
+            print(term_safe(f"! {m.path}: {m.error}", keep_newlines=False))
     if any(m.is_default for m in found):
         print("* default model")
     return 0
