@@ -144,19 +144,26 @@ class _Cursor:
         raise GGUFHeaderError(f"corrupt header (unknown value type {vtype} at byte {self.pos})")
 
 
-def read_header(path: Path) -> GGUFHeader:
-    """Parse the header of ``path`` and check every tensor's data lies inside the file."""
+def _regular_file_size(path: Path) -> int:
+    """The size of ``path``; :class:`GGUFHeaderError` unless it is a regular file (a FIFO
+    would block the open forever)."""
+    from baize_tui.safe_write import file_kind
+
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise GGUFHeaderError("no such file") from None
     if path.is_dir():
         raise GGUFHeaderError("is a directory, not a .gguf file")
-    from baize_tui.safe_write import file_kind
-
     kind = file_kind(path.resolve())
-    if kind is not None:  # a FIFO would block the open forever
+    if kind is not None:
         raise GGUFHeaderError(f"is {kind}, not a regular file")
+    return size
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """Parse the header of ``path`` and check every tensor's data lies inside the file."""
+    size = _regular_file_size(path)
     if size == 0:
         raise GGUFHeaderError("empty file")
     sizes = _type_sizes()
