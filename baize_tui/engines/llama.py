@@ -145,7 +145,7 @@ class LlamaEngine(PromptEngine):
                 f"damaged or from a newer llama.cpp"
             ) from exc
         llm.verbose = False  # no per-call prints or timing resets from here on
-        self._llm = llm
+        self._llm: Any = llm
         count_evaluated(llm, self)
         log.info("loaded %s: n_ctx=%d threads=%d", self.path, self._n_ctx, self.n_threads)
 
@@ -209,7 +209,7 @@ class LlamaEngine(PromptEngine):
                 return cancel.is_set()
 
             evaluated_before = self.evaluated_total
-            chunks = self._llm.create_completion(
+            chunks: Any = self._llm.create_completion(  # stream=True: a generator of chunks
                 tokens,
                 max_tokens=params.max_new_tokens,
                 temperature=params.temperature,

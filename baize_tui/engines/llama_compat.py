@@ -127,7 +127,8 @@ def library_prints_to_log() -> Iterator[None]:
         if real is None:  # no module-level sys to swap: its prints go to stderr
             yield
             return
-        llama_module.sys = _SysWithStderr(real, _LogWriter(log, logging.DEBUG))
+        llama_module.sys = _SysWithStderr(  # type: ignore[assignment]  # a stand-in for sys
+            real, _LogWriter(log, logging.DEBUG))
         try:
             yield
         finally:

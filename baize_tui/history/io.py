@@ -22,11 +22,15 @@ from baize_tui.history.records import (
     _conversation,
     _dumps,
     _message,
+    _rowid,
     format_time,
 )
 
 if TYPE_CHECKING:
-    from baize_tui.history.store import HistoryStore
+    import sqlite3
+    from contextlib import AbstractContextManager
+
+    from baize_tui.history.records import Conversation
 
 
 class ImportExport:
@@ -34,7 +38,18 @@ class ImportExport:
     :class:`~baize_tui.history.store.HistoryStore` (JSON that round-trips every branch and
     field, and Markdown of one thread)."""
 
-    def export_json(self: HistoryStore, conversation_id: int) -> dict[str, Any]:
+    if TYPE_CHECKING:  # provided by HistoryStore
+        def _read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _query(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[
+            sqlite3.Row]: ...
+        def _require_conversation(self, db: sqlite3.Connection,
+                                  conversation_id: int) -> sqlite3.Row: ...
+        def get_conversation(self, conversation_id: int) -> Conversation: ...
+        def thread(self, conversation_id: int, *,
+                   leaf_id: int | None = None) -> list[Message]: ...
+
+    def export_json(self, conversation_id: int) -> dict[str, Any]:
         """The whole conversation (every branch, every field) as a JSON-ready dict.
 
         :meth:`import_json` reads it back losslessly (only ids change).
@@ -56,7 +71,7 @@ class ImportExport:
             "messages": messages,
         }
 
-    def import_json(self: HistoryStore, data: Any) -> int:
+    def import_json(self, data: Any) -> int:
         """Store a conversation exported by :meth:`export_json` as a new conversation.
 
         Returns the new id. Invalid input raises :class:`ImportFormatError` naming the field
@@ -77,7 +92,7 @@ class ImportExport:
                     int(conversation["archived"]),
                 ),
             )
-            new_conversation = int(cursor.lastrowid)
+            new_conversation = _rowid(cursor)
             new_ids: dict[int, int] = {}
             for m in messages:
                 cursor = db.execute(
@@ -99,7 +114,7 @@ class ImportExport:
                         int(m["complete"]),
                     ),
                 )
-                new_ids[m["id"]] = int(cursor.lastrowid)
+                new_ids[m["id"]] = _rowid(cursor)
             leaf = conversation["current_leaf_id"]
             if leaf is not None:
                 db.execute(
@@ -108,7 +123,7 @@ class ImportExport:
                 )
             return new_conversation
 
-    def export_markdown(self: HistoryStore, conversation_id: int, *, leaf_id: int | None = None) -> str:
+    def export_markdown(self, conversation_id: int, *, leaf_id: int | None = None) -> str:
         """The shown thread (root → current leaf, or → ``leaf_id``) as a Markdown document."""
         conversation = self.get_conversation(conversation_id)
         thread = self.thread(conversation_id, leaf_id=leaf_id)

@@ -232,6 +232,13 @@ def fts_query(query: str, *, prefix: bool = True) -> str:
     return " ".join(phrases)
 
 
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    """The id of the row that an INSERT on ``cursor`` just made."""
+    if cursor.lastrowid is None:  # pragma: no cover - sqlite3 sets it after every INSERT
+        raise RuntimeError("INSERT made no row")
+    return cursor.lastrowid
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 

@@ -47,6 +47,7 @@ from baize_tui.history.records import (
     _conversation,
     _dumps,
     _message,
+    _rowid,
     fts_query,
     make_title,
 )
@@ -198,7 +199,7 @@ class HistoryStore(ImportExport):
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (title, system_prompt, model, _dumps(dict(params)), now, now),
             )
-            return int(cursor.lastrowid)
+            return _rowid(cursor)
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         """One conversation's settings and current leaf."""
@@ -335,7 +336,7 @@ class HistoryStore(ImportExport):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?)",
                 (conversation_id, parent_id, role, text, now, model, _dumps(params), int(complete)),
             )
-            message_id = int(cursor.lastrowid)
+            message_id = _rowid(cursor)
             title = make_title(text) if role == "user" else None
             db.execute(
                 "UPDATE conversations SET current_leaf_id = ?, updated_at = ?,"

@@ -885,6 +885,6 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                 commands.append((
                     f"Copy code block {n + 1}" + (f" ({lang})" if lang else ""),
                     Text(first).plain,
-                    lambda n=n, view=view: self._copy(view, True, n),
+                    partial(self._copy, view, True, n),
                 ))
         return commands

@@ -376,7 +376,7 @@ class SelfChatRunner:
                 parsed = evaluate_turns(turns, min_turns=cfg.min_turns)
         except DialogueFailed as exc:
             error = self._redact(str(exc))
-            rec = dict(base, kind="failed", reason=exc.reason, retryable=exc.retryable,
+            rec: dict[str, Any] = dict(base, kind="failed", reason=exc.reason, retryable=exc.retryable,
                        error=error, usage=usage(), retries=self.stats.retries - retries0,
                        time=_now())
             self.store.append_failed(rec)

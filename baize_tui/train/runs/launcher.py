@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def data_fingerprint(paths: list[str]) -> list[dict[str, Any]]:
         digest = hashlib.sha256()
         try:
             with open(path, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                for block in iter(partial(fh.read, 1 << 20), b""):
                     digest.update(block)
             size = path.stat().st_size
         except FileNotFoundError:

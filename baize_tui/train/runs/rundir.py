@@ -11,8 +11,9 @@ dropped SSH connection or a restarted TUI loses nothing and can re-attach:
 ``train.log``     the trainer's stdout and stderr
 ``checkpoints/checkpoint-N/``  resumable Trainer checkpoints; ``adapter/`` the final PEFT adapter
 
-This module is the directory itself and the index of runs; the UI side only reads files: :class:`Run` (status, metrics, log) and :class:`JsonlTail` /
-:class:`TextTail` (incremental reads by byte offset).
+This module is the directory itself and the index of runs. The UI side only reads files:
+:class:`Run` (status, metrics, log) and :class:`JsonlTail` / :class:`TextTail` (incremental
+reads by byte offset).
 """
 
 from __future__ import annotations
