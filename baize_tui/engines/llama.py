@@ -76,13 +76,14 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         raise OperationFailed(f"{path}: unusable GGUF: {exc}") from None
     except OSError as exc:
         raise OperationFailed(f"{path}: cannot read the model file ({exc.strerror})") from None
-    arch = str(header.architecture or "")
+    gguf_info = header.info()
+    arch = gguf_info.architecture or ""
     info = {
         "architecture": arch,
-        "type": header.get("general.type", "model"),
-        "name": header.get("general.name", ""),
-        "context_length": int(header.get("{arch}.context_length", 0) or 0),
-        "file_type": header.get("general.file_type"),
+        "type": gguf_info.kind,
+        "name": gguf_info.name or "",
+        "context_length": gguf_info.context_length or 0,
+        "file_type": gguf_info.file_type,
     }
     if info["type"] == "adapter":
         raise UserError(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from baize_tui.errors import UserError
-from baize_tui.gguf_header import GGUFHeaderError, file_type_label, read_header
+from baize_tui.gguf_header import GGUFHeaderError, read_header
 from baize_tui.paths import get_paths
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -32,37 +32,22 @@ def read_gguf_header(path: Path) -> dict[str, Any]:
     Returns the architecture, name, type, file_type, context_length and chat template, the
     tensor count, the parameter count and the byte where the data ends (the header reader
     checks that every tensor's data lies inside the file, so a cut download fails here).
+    A dict view of :class:`~baize_tui.gguf_header.GGUFInfo`, which new code should use.
     """
-    header = read_header(path)
-    type_counts: dict[int, int] = {}
-    for tensor in header.tensors:
-        if len(tensor.shape) >= 2:
-            type_counts[tensor.type_id] = type_counts.get(tensor.type_id, 0) + 1
-    template = header.get("tokenizer.chat_template")
+    info = read_header(path).info()
     return {
-        "version": header.version,
-        "architecture": header.architecture,
-        "name": header.get("general.name"),
-        "type": header.get("general.type") or "model",
-        "file_type": header.get("general.file_type"),
-        "main_tensor_type": max(type_counts, key=type_counts.__getitem__) if type_counts else None,
-        "context_length": header.get("{arch}.context_length") if header.architecture else None,
-        "chat_template": template if isinstance(template, str) else None,
-        "n_tensors": len(header.tensors),
-        "n_params": header.n_params,
-        "data_end": max((header.data_start + t.offset + t.n_bytes for t in header.tensors),
-                        default=header.data_start),
+        "version": info.version,
+        "architecture": info.architecture,
+        "name": info.name,
+        "type": info.kind,
+        "file_type": info.file_type,
+        "main_tensor_type": info.main_tensor_type,
+        "context_length": info.context_length,
+        "chat_template": info.chat_template,
+        "n_tensors": info.n_tensors,
+        "n_params": info.n_params,
+        "data_end": info.data_end,
     }
-
-
-def _quant_label(header: dict[str, Any]) -> str:
-    import gguf
-
-    if header["file_type"] is not None:
-        return file_type_label(header["file_type"])
-    if header["main_tensor_type"] is not None:
-        return gguf.GGMLQuantizationType(header["main_tensor_type"]).name
-    return "unknown"
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,7 +103,7 @@ def describe(path: Path, source: str = "models") -> ModelFile:
         return ModelFile(**{**cached.__dict__, "source": source, "extra": dict(cached.extra)})
     model = ModelFile(path.name, path, st.st_size, source)
     try:
-        header = read_gguf_header(path)
+        info = read_header(path).info()
     except GGUFHeaderError as exc:
         model.error = str(exc)
     except OSError as exc:
@@ -126,15 +111,15 @@ def describe(path: Path, source: str = "models") -> ModelFile:
     except Exception as exc:  # a header walk must never take the list down
         model.error = f"corrupt GGUF ({type(exc).__name__}: {exc})"
     else:
-        template = header["chat_template"]
-        model.architecture = header["architecture"]
-        model.quant = _quant_label(header)
-        model.context_length = header["context_length"]
+        template = info.chat_template
+        model.architecture = info.architecture
+        model.quant = info.quant_label
+        model.context_length = info.context_length
         model.has_chat_template = bool(template)
-        model.baize_template = bool(template) and "[|Human|]" in template
-        model.kind = "adapter" if header["type"] == "adapter" else "model"
-        model.n_params = header["n_params"]
-        model.extra = {"general_name": header["name"]}
+        model.baize_template = bool(template) and "[|Human|]" in (template or "")
+        model.kind = "adapter" if info.kind == "adapter" else "model"
+        model.n_params = info.n_params
+        model.extra = {"general_name": info.name}
     with _cache_lock:
         _describe_cache[key] = model
     return ModelFile(**{**model.__dict__, "extra": dict(model.extra)})
