@@ -71,7 +71,11 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: it exists
         return True
-    return True
+    try:  # a zombie still answers kill(0); /proc says it has exited
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def process_alive(pid: int | None, needle: str | None = None) -> bool:
