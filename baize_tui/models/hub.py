@@ -213,44 +213,13 @@ def _disk_error(path: Path, exc: OSError) -> OperationFailed:
     return OperationFailed(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def pull_gguf(repo: str, filename: str, *, revision: str = "main",
-              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-              force: bool = False, retries: int | None = None) -> Path:
-    """Download ``filename`` from hub repo ``repo`` into the models directory; returns its path.
-
-    Resumes a ``.NAME.partial`` left by an interrupted run when the hub still serves the same
-    file (same etag and size), reconnects with a Range request when the connection drops,
-    verifies the sha256 (LFS files) or git blob id against the hub's etag, and renames the
-    file into place only then. A checksum mismatch or a full disk deletes the partial file.
-    """
-    if not filename.lower().endswith(".gguf"):
-        raise UserError(f"{filename}: only .gguf files can be pulled; for Hugging Face weights "
-                        "use `baize-convert merge`")
-    what = f"{repo}/{filename}"
-    _require_online(what)
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
-    endpoint = hub_endpoint()
-    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
-    with hub_errors(what):
-        meta = get_hf_file_metadata(url, endpoint=endpoint)
-    size, etag = meta.size, meta.etag
-    kind = _checksum_kind(etag)
-    models_dir = get_paths().models_dir
-    models_dir.mkdir(parents=True, exist_ok=True)
-    dest = models_dir / Path(filename).name
-    if dest.exists() and not force:
-        if size is not None and dest.stat().st_size == size:
-            if progress:
-                progress(f"have {dest.name}", size, size)
-            return dest
-        raise UserError(f"{dest} exists with different contents; `baize-tui models rm "
-                        f"{dest.name}` it first or pass --force")
+def _prepare_partial(dest: Path, state: dict[str, Any], size: int | None
+                     ) -> tuple[Path, Path, int]:
+    """The ``.NAME.partial`` file to write into, its state file, and how many bytes of it can
+    be kept (0 unless an earlier pull of the very same file left them); checks disk space."""
+    models_dir = dest.parent
     partial = models_dir / f".{dest.name}.partial"
     state_file = models_dir / f".{dest.name}.partial.json"
-    state = {"repo": repo, "file": filename, "etag": etag, "size": size,
-             "commit": meta.commit_hash}
     try:
         old = json.loads(state_file.read_text()) if state_file.exists() else None
     except (OSError, ValueError):
@@ -269,6 +238,98 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
             f"{human_bytes(size - have)} more, {human_bytes(_free_bytes(models_dir))} free"
         )
     state_file.write_text(json.dumps(state))
+    return partial, state_file, have
+
+
+def _stream(fh: Any, location: str, headers: dict[str, str], *, what: str, dest: Path,
+            size: int | None, offset: int, hasher: _Hasher, progress: ProgressFn | None,
+            stage: str, cancel: threading.Event | None, max_retries: int) -> int:
+    """Append the file's bytes from ``offset`` to ``fh`` (reconnecting with a Range request
+    after a dropped connection, at most ``max_retries`` times in a row); returns the size."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    transport = _transport_errors()
+    attempt = 0
+    while size is None or offset < size:
+        req = dict(headers)
+        if offset:
+            req["Range"] = f"bytes={offset}-"
+        try:
+            with hub_errors(what), get_session().stream(
+                    "GET", location, headers=req, follow_redirects=True,
+                    timeout=60) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    hf_raise_for_status(resp)
+                if offset and resp.status_code == 200:  # Range ignored: start over
+                    fh.seek(0)
+                    fh.truncate()
+                    hasher.reset()
+                    offset = 0
+                for chunk in _chunks(resp, transport):
+                    if cancel is not None and cancel.is_set():
+                        raise PullCancelled(f"download of {dest.name} cancelled at "
+                                            f"{offset:,} bytes; pull again to resume")
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    offset += len(chunk)
+                    attempt = 0
+                    if progress:
+                        progress(stage, offset, size)
+                if size is not None and offset < size:
+                    raise _Dropped(f"connection closed at {offset:,} bytes")
+        except _Dropped as exc:
+            attempt += 1
+            if attempt > max_retries:
+                fh.flush()
+                total = f"{size:,}" if size is not None else "?"
+                raise OperationFailed(
+                    f"download of {dest.name} interrupted at {offset:,} of {total} bytes "
+                    f"({exc}); run the same pull again to resume") from None
+            time.sleep(min(RETRY_WAIT * 2 ** (attempt - 1), 10.0))
+            continue
+        if size is None:
+            break
+    return offset
+
+
+def pull_gguf(repo: str, filename: str, *, revision: str = "main",
+              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+              force: bool = False, retries: int | None = None) -> Path:
+    """Download ``filename`` from hub repo ``repo`` into the models directory; returns its path.
+
+    Resumes a ``.NAME.partial`` left by an interrupted run when the hub still serves the same
+    file (same etag and size), reconnects with a Range request when the connection drops,
+    verifies the sha256 (LFS files) or git blob id against the hub's etag, and renames the
+    file into place only then. A checksum mismatch or a full disk deletes the partial file.
+    """
+    if not filename.lower().endswith(".gguf"):
+        raise UserError(f"{filename}: only .gguf files can be pulled; for Hugging Face weights "
+                        "use `baize-convert merge`")
+    what = f"{repo}/{filename}"
+    _require_online(what)
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    endpoint = hub_endpoint()
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
+    with hub_errors(what):
+        meta = get_hf_file_metadata(url, endpoint=endpoint)
+    size, etag = meta.size, meta.etag
+    kind = _checksum_kind(etag)
+    models_dir = get_paths().models_dir
+    models_dir.mkdir(parents=True, exist_ok=True)
+    dest = models_dir / Path(filename).name
+    if dest.exists() and not force:
+        if size is not None and dest.stat().st_size == size:
+            if progress:
+                progress(f"have {dest.name}", size, size)
+            return dest
+        raise UserError(f"{dest} exists with different contents; `baize-tui models rm "
+                        f"{dest.name}` it first or pass --force")
+    state = {"repo": repo, "file": filename, "etag": etag, "size": size,
+             "commit": meta.commit_hash}
+    partial, state_file, have = _prepare_partial(dest, state, size)
 
     hasher = _Hasher(kind, size)
     stage = f"download {dest.name}"
@@ -284,7 +345,6 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
         state_file.unlink(missing_ok=True)
         raise exc
 
-    transport = _transport_errors()
     try:
         with partial.open("ab+") as fh:
             _lock(fh, dest.name)
@@ -295,47 +355,9 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
             offset = have
             if progress:
                 progress(stage, offset, size)
-            attempt = 0
-            while size is None or offset < size:
-                req = dict(headers)
-                if offset:
-                    req["Range"] = f"bytes={offset}-"
-                try:
-                    with hub_errors(what), get_session().stream(
-                            "GET", location, headers=req, follow_redirects=True,
-                            timeout=60) as resp:
-                        if resp.status_code >= 400:
-                            resp.read()
-                            hf_raise_for_status(resp)
-                        if offset and resp.status_code == 200:  # Range ignored: start over
-                            fh.seek(0)
-                            fh.truncate()
-                            hasher.reset()
-                            offset = 0
-                        for chunk in _chunks(resp, transport):
-                            if cancel is not None and cancel.is_set():
-                                raise PullCancelled(f"download of {dest.name} cancelled at "
-                                                    f"{offset:,} bytes; pull again to resume")
-                            fh.write(chunk)
-                            hasher.update(chunk)
-                            offset += len(chunk)
-                            attempt = 0
-                            if progress:
-                                progress(stage, offset, size)
-                        if size is not None and offset < size:
-                            raise _Dropped(f"connection closed at {offset:,} bytes")
-                except _Dropped as exc:
-                    attempt += 1
-                    if attempt > max_retries:
-                        fh.flush()
-                        total = f"{size:,}" if size is not None else "?"
-                        raise OperationFailed(
-                            f"download of {dest.name} interrupted at {offset:,} of {total} bytes "
-                            f"({exc}); run the same pull again to resume") from None
-                    time.sleep(min(RETRY_WAIT * 2 ** (attempt - 1), 10.0))
-                    continue
-                if size is None:
-                    break
+            offset = _stream(fh, location, headers, what=what, dest=dest, size=size,
+                             offset=offset, hasher=hasher, progress=progress, stage=stage,
+                             cancel=cancel, max_retries=max_retries)
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
