@@ -3,7 +3,7 @@
 The app is checked against the Textual versions in ``pyproject.toml``. A newer release may
 move or rename a private name; the app must then still start, send on Enter, insert a newline
 on Shift+Enter and quit, at worst a little slower. :data:`PRIVATE_NAMES` lists every name used
-here, and ``tests/test_textual_compat.py`` fails, naming it, when an upgrade moves one.
+here, and ``tests/test_private_api.py`` fails, naming it, when an upgrade moves one.
 
 One layout pass per streamed write, not two or three
 ----------------------------------------------------
