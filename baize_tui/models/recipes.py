@@ -18,6 +18,7 @@ from baize_tui.errors import OperationFailed, UserError
 from baize_tui.models.discovery import DEFAULT_QUANT, ProgressFn, hf_cache_dir
 from baize_tui.models.hub import (
     HubFile,
+    PullCancelled,
     _require_online,
     choose_gguf,
     hub_endpoint,
@@ -146,8 +147,9 @@ def _remote_dtype(config: HubFile) -> str | None:
 
 
 def _callback_bar(progress: ProgressFn | None, stage: str, state: dict[str, int],
-                  total: int) -> type:
-    """A tqdm stand-in that huggingface_hub drives, forwarding to ``progress``."""
+                  total: int, cancel: threading.Event | None = None) -> type:
+    """A tqdm stand-in that huggingface_hub drives, forwarding to ``progress``; once
+    ``cancel`` is set, its next update raises :class:`PullCancelled` (the download stops)."""
 
     class Bar:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -160,6 +162,9 @@ def _callback_bar(progress: ProgressFn | None, stage: str, state: dict[str, int]
             pass
 
         def update(self, n: float | None = 1) -> None:
+            if cancel is not None and cancel.is_set():
+                raise PullCancelled(f"{stage}: cancelled; nothing was converted, and what was "
+                                    "downloaded completely stays in the Hugging Face cache")
             state["done"] += int(n or 0)
             if progress:
                 progress(stage, min(state["done"], total), total)
@@ -174,11 +179,12 @@ def _callback_bar(progress: ProgressFn | None, stage: str, state: dict[str, int]
 
 
 def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: bool = True,
-               force: bool = False) -> Path:
+               force: bool = False, cancel: threading.Event | None = None) -> Path:
     """Download what ``plan`` lists into the Hugging Face cache, then merge/convert into GGUF.
 
     The conversion is baize-convert's ``run_merge`` (disk check, temp file, self-check, rename);
-    with ``quiet=False`` it draws its own rich progress bar.
+    with ``quiet=False`` it draws its own rich progress bar. ``cancel`` stops the downloads
+    (:class:`PullCancelled`); a conversion that has started runs to its end.
     """
     _require_online(plan.repo)
     from huggingface_hub import hf_hub_download
@@ -192,7 +198,7 @@ def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: b
     check_disk(plan.output.parent, plan.output_bytes + plan.temp_bytes, f"writing {plan.output.name}")
     stage = f"download {plan.repo}" + (f" + {plan.base}" if plan.base else "")
     state = {"done": 0}
-    bar = _callback_bar(progress, stage, state, plan.download_bytes)
+    bar = _callback_bar(progress, stage, state, plan.download_bytes, cancel)
     if progress:
         progress(stage, 0, plan.download_bytes)
     dirs: dict[str, Path] = {}
@@ -206,6 +212,9 @@ def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: b
         if progress:
             progress(stage, state["done"], plan.download_bytes)
         dirs[f.repo] = Path(local).parent
+    if cancel is not None and cancel.is_set():
+        raise PullCancelled(f"{stage}: cancelled before converting; the downloads stay in the "
+                            "Hugging Face cache")
     name = plan.repo.split("/")[-1]
     convert_stage = f"convert {name} → {plan.quant_label}"
     if progress:
@@ -236,7 +245,8 @@ def pull(repo: str, file: str | None = None, *, quant: str | None = None,
     from baize_tui.catalog import find_known
 
     if file is None and find_known(repo) is not None:
-        return run_recipe(plan_recipe(repo, quant), progress=progress, force=force)
+        return run_recipe(plan_recipe(repo, quant), progress=progress, force=force,
+                          cancel=cancel)
     _require_online(repo)
     if file is None:
         file = choose_gguf(list_hub_files(repo, revision), repo, quant=quant).path
