@@ -153,7 +153,7 @@ class LocalSampler:
         self.config = config
         self.store = store
         self.on_event = on_event
-        self.stats = RunStats()
+        self.stats = RunStats(cost=None)  # local: no price
         self.todo = plan(prompts, store, self.stats, retry_failed=config.retry_failed)
         self._stop = threading.Event()
         self._running = threading.Event()
