@@ -75,6 +75,51 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     j.set_defaults(func=cmd_judge)
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="sample, then judge, in one go (what the TUI starts)",
+                       description="`sdf sample` followed by `sdf judge` on the same directory; "
+                                   "stops after sampling when interrupted. Re-run to resume.")
+    r.add_argument("--prompts", required=True, metavar="SRC")
+    r.add_argument("--model", required=True, metavar="SPEC")
+    r.add_argument("--base-url", metavar="URL", help="endpoint for --model openai:MODEL")
+    r.add_argument("--n", type=positive_int, default=4)
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--concurrency", type=positive_int, default=4, metavar="N")
+    r.add_argument("--max-tokens", type=positive_int, default=512, metavar="N")
+    r.add_argument("--limit", type=positive_int, metavar="N")
+    r.add_argument("--judge", required=True, metavar="openai:MODEL")
+    r.add_argument("--judge-base-url", metavar="URL")
+    r.add_argument("--judge-concurrency", type=positive_int, default=8, metavar="N")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``sdf sample`` then ``sdf judge`` with the same directory."""
+    from baize_tui.cli import build_parser
+
+    quiet = ["--no-progress"] if args.no_progress else []
+    sample = ["sdf", "sample", "--prompts", args.prompts, "--model", args.model, "--n",
+              str(args.n), "--out", args.out, "--concurrency", str(args.concurrency),
+              "--max-tokens", str(args.max_tokens), "--seed", str(args.seed), *quiet]
+    if args.base_url:
+        sample += ["--base-url", args.base_url]
+    if args.limit:
+        sample += ["--limit", str(args.limit)]
+    judge = ["sdf", "judge", args.out, "--judge", args.judge, "--concurrency",
+             str(args.judge_concurrency), "--seed", str(args.seed), *quiet]
+    if args.judge_base_url:
+        judge += ["--base-url", args.judge_base_url]
+    parser = build_parser()
+    for argv in (sample, judge):
+        ns = parser.parse_args(argv)
+        code = int(ns.func(ns) or 0)
+        if code:
+            return code
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sdf sample|judge|export|status``."""
     p = subparsers.add_parser(
@@ -86,6 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     _add_sample(sub)
     _add_judge(sub)
+    _add_run(sub)
     e = sub.add_parser("export", help="write the best reply per prompt as training data")
     e.add_argument("dir", metavar="DIR")
     e.add_argument("-o", "--output", required=True, metavar="FILE")

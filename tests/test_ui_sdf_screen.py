@@ -1,0 +1,119 @@
+"""The SDF screen, driven with Textual's Pilot: it starts a real background ``sdf run`` (tiny
+GGUF through llama.cpp, judge on the local OpenAI-compatible server), shows live counters, the
+histogram and one prompt's candidates side by side, exports, and re-attaches when reopened."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from openai_server import OpenAITestServer
+from sdf_helpers import read_jsonl, scripted_judge
+from textual.app import App
+from textual.widgets import Input, Static
+from ui_helpers import wait_until
+
+from baize_tui.sdf import process
+from baize_tui.ui.sdf_screen import SdfScreen
+
+
+class Host(App[None]):
+    """A bare app showing only the SDF screen."""
+
+    def on_mount(self) -> None:
+        self.push_screen(SdfScreen())
+
+
+def text_of(screen: SdfScreen, selector: str) -> str:
+    """What a Static shows, as plain text (tables rendered at 160 columns)."""
+    from rich.console import Console
+
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(screen.query_one(selector, Static).content)
+    return console.export_text()
+
+
+async def test_start_watch_browse_export_and_reattach(tiny_gguf: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is a llama?\nHow do rivers form?\nWhy is the sky blue?\n")
+    out = tmp_path / "sdf-run"
+    try:
+        await _run_screen(tiny_gguf, prompts, out)
+    finally:  # never leave the background process behind
+        if process.alive(out):
+            process.stop(out)
+            await wait_for_exit(out)
+    # reopening re-attaches to the run on disk: the form and counters come back
+    app = Host()
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = app.screen
+        screen.query_one("#sdf-out", Input).value = str(out)
+        screen.query_one("#sdf-out", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.value("model") == str(tiny_gguf) and screen.value("n") == "3"
+        assert "judged 3" in text_of(screen, "#sdf-counters")
+
+
+async def wait_for_exit(out: Path, timeout: float = 30.0) -> None:
+    import asyncio
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while process.alive(out) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if process.alive(out):
+        os.killpg(process.info(out)["pid"], signal.SIGKILL)
+
+
+async def _run_screen(tiny_gguf: Path, prompts: Path, out: Path) -> None:
+    with OpenAITestServer(scripted_judge) as server:
+        app = Host()
+        async with app.run_test(size=(160, 50)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, SdfScreen)
+            for key, value in {"prompts": str(prompts), "out": str(out), "model": str(tiny_gguf),
+                               "n": "3", "max-tokens": "10", "judge": "openai:judge", "judge-url": server.base_url,
+                               "concurrency": "2"}.items():
+                screen.query_one(f"#sdf-{key}", Input).value = value
+            await pilot.click("#sdf-start")
+            await wait_until(pilot, lambda: screen.summary is not None
+                             and screen.summary["judged"] == 3, timeout=120)
+            await wait_until(pilot, lambda: not process.alive(out), timeout=30)
+            screen.refresh_status()
+            counters = text_of(screen, "#sdf-counters")
+            assert "sampled 3" in counters and "judged 3" in counters
+            assert sum(screen.summary["best_histogram"].values()) == 3
+            assert "best score per prompt" in text_of(screen, "#sdf-hist")
+            verdicts = read_jsonl(out / "judgments.jsonl")
+            cands = read_jsonl(out / "candidates.jsonl")
+            first = text_of(screen, "#sdf-cands")
+            v0 = next(v for v in verdicts if v["id"] == cands[0]["id"])
+            assert f"#{v0['best'] + 1} · {v0['scores'][v0['best']]} ★" in first
+            await pilot.press("right_square_bracket")
+            await pilot.pause()
+            assert "prompt 2/3" in text_of(screen, "#sdf-cands")
+            await pilot.click("#sdf-export")
+            await pilot.pause()
+            assert len(read_jsonl(out / "best.jsonl")) == 3
+            assert "wrote 3 prompt(s)" in text_of(screen, "#sdf-message")
+
+
+async def test_bad_form_values_are_reported_not_started(tmp_path: Path) -> None:
+    app = Host()
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = app.screen
+        screen.query_one("#sdf-out", Input).value = str(tmp_path / "r")
+        screen.query_one("#sdf-prompts", Input).value = "p.txt"
+        screen.query_one("#sdf-model", Input).value = "m.gguf"
+        screen.query_one("#sdf-judge", Input).value = "gpt-4o"
+        await pilot.click("#sdf-start")
+        await pilot.pause()
+        assert "openai:MODEL" in text_of(screen, "#sdf-message")
+        assert not (tmp_path / "r" / process.PIPELINE).exists()
