@@ -61,7 +61,6 @@ async def test_start_watch_browse_export_and_reattach(tiny_gguf: Path, tmp_path:
 
 async def wait_for_exit(out: Path, timeout: float = 30.0) -> None:
     import asyncio
-    import os
     import signal
     import time
 
