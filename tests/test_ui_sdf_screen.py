@@ -116,3 +116,17 @@ async def test_bad_form_values_are_reported_not_started(tmp_path: Path) -> None:
         await pilot.pause()
         assert "openai:MODEL" in text_of(screen, "#sdf-message")
         assert not (tmp_path / "r" / process.PIPELINE).exists()
+
+
+async def test_f10_opens_the_sdf_screen_in_the_app() -> None:
+    from ui_helpers import ScriptedEngine
+
+    from baize_tui.ui.app import BaizeApp
+
+    engine = ScriptedEngine(["ok"])
+    app = BaizeApp(model="scripted", engine_factory=lambda spec, config, n_ctx: engine)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, SdfScreen))
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SdfScreen))

@@ -93,7 +93,7 @@ class BaizeApp(App[None]):
                 id="app.mode_train"),
         Binding("f8", "switch_mode('models')", "Models", show=False, priority=True,
                 id="app.mode_models"),
-        Binding("f9", "switch_mode('sdf')", "SDF", show=False, priority=True,
+        Binding("f10", "switch_mode('sdf')", "SDF", show=False, priority=True,
                 id="app.mode_sdf"),
     ]
 

@@ -1,8 +1,8 @@
 """The SDF screen: Baize v2's self-distillation with feedback, from the terminal app.
 
-A thin shell over :mod:`baize_tui.sdf` (the twin of ``baize-tui sdf run|status|export``). The
-form holds the prompts source, the model, the judge and N; *Start* launches ``sdf run`` as a
-detached background process (:mod:`baize_tui.sdf.process`), so a run keeps going when the app
+Opened with F10. A thin shell over :mod:`baize_tui.sdf` (the twin of ``baize-tui sdf
+run|status|export``). The form holds the prompts source, the model, the judge and N; *Start*
+launches ``sdf run`` as a detached background process (:mod:`baize_tui.sdf.process`), so a run keeps going when the app
 closes and the screen re-attaches when it is opened again. Once a second the screen reads the
 run directory: live counters, the histogram of best scores, and one prompt's candidates side by
 side with their scores (``[`` / ``]`` browse prompts). Pause freezes the process, Stop lets the
