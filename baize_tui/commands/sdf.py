@@ -41,6 +41,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-tokens", type=positive_int, default=512, metavar="N",
                    help="max tokens per candidate (512)")
     s.add_argument("--seed", type=int, default=0, help="seed of the candidates' sampling seeds")
+    s.add_argument("--no-batch", action="store_true",
+                   help="GGUF: sample the candidates one by one instead of in one batch")
     s.add_argument("--retry-failed", action="store_true",
                    help="also retry prompts that failed permanently")
     s.add_argument("--force", action="store_true", help="resume despite changed settings")
@@ -231,7 +233,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(model=args.model, n=args.n, temperature=args.temperature,
                        top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
                        concurrency=args.concurrency if remote else 1, base_url=base_url,
-                       retry_failed=args.retry_failed)
+                       retry_failed=args.retry_failed, batched=not args.no_batch)
     info = {"source": args.prompts, "field": args.prompt_field, "shuffle": args.shuffle,
             "limit": args.limit}
     store = open_sample(args.out, cfg, prompts, prompts_info=info, force=args.force)

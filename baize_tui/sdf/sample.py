@@ -6,8 +6,11 @@ transformers+peft (sampled one at a time in this process, Baize prompt format, s
 llama.cpp server running the SFT GGUF with parallel slots (``--concurrency`` requests in
 flight through the self-chat runner's client; the server's chat template renders the prompt).
 
-Local candidates get reproducible sampling seeds derived from ``--seed``, the prompt id, the
-candidate number and the attempt. An empty candidate is sampled again (``empty_retries``);
+A local GGUF decodes a prompt's N candidates together in one batch (:mod:`.batched`, what a
+llama.cpp server's parallel slots do; ``--no-batch`` samples them one after another through
+the chat engine). Local candidates get reproducible sampling seeds derived from ``--seed``,
+the prompt id, the candidate number and the attempt (batched and one-by-one sampling give
+different, equally valid candidates for the same seeds: the arithmetic differs). An empty candidate is sampled again (``empty_retries``);
 a prompt whose candidates cannot be produced goes to ``sample_failed.jsonl`` with the reason.
 """
 
@@ -47,6 +50,7 @@ class SampleConfig:
     timeout: float = 300.0
     retry_failed: bool = False
     fsync: bool = False
+    batched: bool = True  # a GGUF decodes the N candidates together (see .batched)
 
     @property
     def remote(self) -> bool:
@@ -228,18 +232,53 @@ class LocalSampler:
         raise _Failed("empty_candidate", f"{cfg.empty_retries + 1} empty replies in a row for "
                       f"candidate {k + 1}", retryable=True)
 
+    def _sample_batched(self, prompt: str, seed: Seed) -> list[dict[str, Any]] | None:
+        """All N candidates decoded together; empty ones are drawn again with new seeds."""
+        cfg = self.config
+        cands: list[dict[str, Any] | None] = [None] * cfg.n
+        for attempt in range(cfg.empty_retries + 1):
+            todo = [k for k in range(cfg.n) if cands[k] is None]
+            seeds = [candidate_seed(cfg.seed, seed.id, k, attempt) for k in todo]
+            n_prompt, got = self.engine.sample_many(
+                prompt, seeds, temperature=cfg.temperature, top_p=cfg.top_p,
+                max_tokens=cfg.max_tokens, cancel=self._cancel)
+            self.stats.calls += 1
+            self.stats.tokens_in += n_prompt
+            self.stats.tokens_out += sum(c.completion_tokens for c in got)
+            if self._stop.is_set():
+                return None
+            for k, sseed, cand in zip(todo, seeds, got, strict=True):
+                if cand.text:
+                    cands[k] = {"text": cand.text, "finish_reason": cand.finish_reason,
+                                "completion_tokens": cand.completion_tokens, "seed": sseed}
+            if all(c is not None for c in cands):
+                return [c for c in cands if c is not None]
+            self.stats.retries += 1
+        missing = [str(k + 1) for k in range(cfg.n) if cands[k] is None]
+        raise _Failed("empty_candidate", f"{cfg.empty_retries + 1} empty replies in a row for "
+                      f"candidate(s) {', '.join(missing)}", retryable=True)
+
+    def _candidates(self, prompt: str, seed: Seed) -> list[dict[str, Any]] | None:
+        if hasattr(self.engine, "sample_many"):
+            return self._sample_batched(prompt, seed)
+        cands: list[dict[str, Any]] = []
+        for k in range(self.config.n):
+            cand = self._sample(prompt, seed, k)
+            if cand is None:
+                return None
+            cands.append(cand)
+        return cands
+
     def _one(self, seed: Seed) -> None:
         cfg = self.config
         t0 = time.monotonic()
         prompt = render(None, [], seed.text)
-        cands: list[dict[str, Any]] = []
         tokens0 = (self.stats.tokens_in, self.stats.tokens_out)
         try:
-            for k in range(cfg.n):
-                cand = self._sample(prompt, seed, k)
-                if cand is None:
-                    return  # stopped: the prompt is sampled again next run
-                cands.append(cand)
+            got = self._candidates(prompt, seed)
+            if got is None:
+                return  # stopped: the prompt is sampled again next run
+            cands = got
         except _Failed as exc:
             self._fail(seed, exc.reason, str(exc), exc.retryable)
             return
@@ -303,10 +342,8 @@ def run_sample(config: SampleConfig, prompts: list[Seed], store: CandidateStore,
             return _run_remote(config, prompts, store, api_key=api_key, on_event=on_event,
                                on_start=on_start)
         if engine is None:
-            from baize_tui.engines import open_engine
-
             try:
-                engine = open_engine(config.model)
+                engine = open_local_model(config)
             except UserError as exc:
                 store.log_event(f"sample error: model {config.model}: {exc}")
                 raise
@@ -316,6 +353,20 @@ def run_sample(config: SampleConfig, prompts: list[Seed], store: CandidateStore,
         return sampler.run()
     finally:
         store.close()
+
+
+def open_local_model(config: SampleConfig) -> Any:
+    """A GGUF for batched sampling (``config.batched``), else any engine the spec names."""
+    path = Path(config.model).expanduser()
+    if config.batched and config.n > 1 and path.suffix.lower() == ".gguf" and path.is_file():
+        from baize_tui.engines.llama import inspect_gguf
+        from baize_tui.sdf.batched import BatchedGguf
+
+        inspect_gguf(path)  # one clear error for a file that is not a usable GGUF
+        return BatchedGguf(path, n_seq=config.n, max_tokens=config.max_tokens)
+    from baize_tui.engines import open_engine
+
+    return open_engine(config.model)
 
 
 def _run_remote(config: SampleConfig, prompts: list[Seed], store: CandidateStore, *,
