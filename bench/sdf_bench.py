@@ -11,6 +11,9 @@
     no parallel slots: it serves one request at a time behind a lock, so expect ~1x there.
     ``--llama-server PATH`` uses llama.cpp's own ``llama-server --parallel 4 -cb`` instead
     (the issue's >= 2.5x expectation is about that server, on real cores or a GPU).
+(c) candidates in process: ``sdf sample --model X.gguf`` decoding each prompt's 4 candidates
+    in one batch (what parallel slots do) vs ``--no-batch`` (one after another through the
+    chat engine), same model, prompts and token budget.
 
     python bench/sdf_bench.py [--judge-prompts 640] [--prompts 6] [--llama-server PATH]
 """
@@ -157,6 +160,20 @@ def bench_candidates(url: str, work: Path, prompts: int, concurrency: int, token
     return elapsed, stats.done * 4
 
 
+def bench_local(gguf: Path, work: Path, prompts: int, tokens: int, batched: bool) -> tuple[float, int, int]:
+    from baize_tui.sdf.sample import SampleConfig, open_sample, run_sample
+    from baize_tui.selfchat.seeds import prepare_seeds
+
+    seeds = prepare_seeds(f"Question {i}: what is a good way to learn {i} new words?"
+                          for i in range(prompts))
+    cfg = SampleConfig(model=str(gguf), n=4, max_tokens=tokens, batched=batched)
+    store = open_sample(work / f"local-{batched}", cfg, seeds)
+    start = time.perf_counter()
+    stats = run_sample(cfg, seeds, store)
+    elapsed = time.perf_counter() - start
+    return elapsed, stats.done * 4, stats.tokens_out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.3)
@@ -166,9 +183,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--llama-server", metavar="PATH", help="llama.cpp's llama-server binary")
     parser.add_argument("--skip-candidates", action="store_true")
+    parser.add_argument("--only-local", action="store_true", help="run (c) only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sdf-bench-") as tmp:
         work = Path(tmp)
+        if args.only_local:
+            return local_table(args, work)
         proc, base_url = start_test_server(args.latency)
         try:
             bench_judge(base_url, work / "warm", 16, 8)
@@ -205,6 +225,28 @@ def main() -> None:
         print(f"| one sequential client (anchor) | {seq:.2f} | {n_seq / seq * 60:.0f} |")
         print(f"| sdf sample, concurrency 4 | {par:.2f} | {n_par / par * 60:.0f} |")
         print(f"concurrency 4 / sequential: {(n_par / par) / (n_seq / seq):.2f}x")
+        local_table(args, work)
+
+
+def local_table(args: argparse.Namespace, work: Path) -> None:
+    """(c): batched vs one-by-one in process."""
+    from chat_bench import build_gguf
+
+    import baize_tui.engines.llama as llama_engine
+
+    llama_engine.physical_cores = lambda: args.threads  # both paths take their thread count here
+    gguf = build_gguf(Path(tempfile.gettempdir()) / "baize-tui-bench-chat")
+    bench_local(gguf, work / "warm3", 1, 8, True)
+    one, n_one, t_one = bench_local(gguf, work, args.prompts, args.tokens, False)
+    bat, n_bat, t_bat = bench_local(gguf, work, args.prompts, args.tokens, True)
+    print(f"\n(c) candidates in process, ~90M LLaMA F16, {args.threads} thread(s), {args.prompts} "
+          "prompts x 4 candidates "
+          f"x {args.tokens} tokens")
+    print("| run | seconds | candidates/min | tokens/s |")
+    print("|---|---|---|---|")
+    print(f"| one by one (--no-batch, anchor) | {one:.2f} | {n_one / one * 60:.0f} | {t_one / one:.0f} |")
+    print(f"| batched, 4 sequences | {bat:.2f} | {n_bat / bat * 60:.0f} | {t_bat / bat:.0f} |")
+    print(f"batched / one by one: {(n_bat / bat) / (n_one / one):.2f}x")
 
 
 if __name__ == "__main__":
