@@ -193,3 +193,16 @@ def test_a_model_that_cannot_load_is_reported(tmp_path: Path, capsys: pytest.Cap
     assert code in (1, 2) and "broken.gguf" in err and "Traceback" not in err
     assert "broken.gguf" in (tmp_path / "run" / "events.log").read_text()
     assert not (tmp_path / "run" / "candidates.jsonl").exists()
+
+
+def test_batched_candidates_are_reproducible_and_one_by_one_works(
+        tiny_gguf: Path, tmp_path: Path) -> None:
+    src = write_prompts(tmp_path / "p.txt", PROMPTS[:2])
+    runs = {}
+    for name, extra in (("a", []), ("b", []), ("one", ["--no-batch"])):
+        out = tmp_path / name
+        assert main(sample_args(tiny_gguf, src, out, n=3, tokens=8) + extra) == 0
+        runs[name] = [[c["text"] for c in r["candidates"]] for r in read_jsonl(out / "candidates.jsonl")]
+    assert runs["a"] == runs["b"]  # same seeds, same candidates
+    assert all(len(set(texts)) > 1 for texts in runs["a"])  # independent samplers per candidate
+    assert [len(t) for t in runs["one"]] == [3, 3] and all(all(t) for t in runs["one"])
