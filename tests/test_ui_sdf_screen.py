@@ -130,3 +130,57 @@ async def test_f10_opens_the_sdf_screen_in_the_app() -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, SdfScreen))
         await pilot.press("f5")
         await wait_until(pilot, lambda: not isinstance(app.screen, SdfScreen))
+
+
+def both_roles(body: dict) -> str:
+    """Candidates for sampling requests, scores for judge requests (one server for both)."""
+    if body["messages"][0]["role"] == "system":
+        return scripted_judge(body)
+    return f"An answer about {body['messages'][0]['content']} #{len(body['messages'])}"
+
+
+async def test_pause_resume_stop_then_start_again_resumes(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Question {i}?\n" for i in range(40)))
+    out = tmp_path / "run"
+    cands = out / "candidates.jsonl"
+
+    def lines() -> int:
+        return cands.read_bytes().count(b"\n") if cands.exists() else 0
+
+    with OpenAITestServer(both_roles, latency=0.25) as server:
+        app = Host()
+        try:
+            async with app.run_test(size=(160, 50)) as pilot:
+                screen = app.screen
+                for key, value in {"prompts": str(prompts), "out": str(out), "model": "openai:baize",
+                                   "model-url": server.base_url, "n": "2", "judge": "openai:judge",
+                                   "judge-url": server.base_url}.items():
+                    screen.query_one(f"#sdf-{key}", Input).value = value
+                await pilot.click("#sdf-start")
+                await wait_until(pilot, lambda: lines() >= 3, timeout=60)
+                await pilot.click("#sdf-pause")
+                await wait_until(pilot, lambda: process.paused(out), timeout=10)
+                screen.refresh_status()
+                assert text_of(screen, "#sdf-counters").startswith("paused")
+                assert str(screen.query_one("#sdf-pause").label) == "Resume"
+                await pilot.click("#sdf-pause")  # now "Resume"
+                await wait_until(pilot, lambda: not process.paused(out), timeout=10)
+                before = lines()
+                await wait_until(pilot, lambda: lines() > before, timeout=30)
+                await pilot.click("#sdf-stop")
+                await wait_until(pilot, lambda: not process.alive(out), timeout=30)
+                stopped_at = lines()
+                assert stopped_at < 40, "the run finished before it could be stopped"
+                await pilot.click("#sdf-start")  # the same settings resume
+                await wait_until(pilot, lambda: screen.summary is not None
+                                 and screen.summary["judged"] == 40, timeout=120)
+                await wait_until(pilot, lambda: not process.alive(out), timeout=30)
+        finally:
+            if process.alive(out):
+                process.stop(out)
+                await wait_for_exit(out)
+    recs = read_jsonl(cands)
+    assert sorted(r["prompt"] for r in recs) == sorted(f"Question {i}?" for i in range(40))
+    assert len({v["id"] for v in read_jsonl(out / "judgments.jsonl")}) == 40
+    assert "interrupted" in (out / process.LOG).read_text()
