@@ -216,3 +216,23 @@ def test_shown_answers_helper_matches_the_prompt() -> None:
     body = {"messages": jd.judge_messages("Q?", ["a\nb", "c"])}
     assert shown_answers(body) == ["a\nb", "c"]
     assert Reply  # imported for symmetry with other server tests
+
+
+def test_watcher_reads_only_new_complete_lines_and_survives_a_cut_tail(tmp_path: Path) -> None:
+    from baize_tui.sdf.status import RunWatcher
+
+    out = tmp_path / "run"
+    recs = write_candidates(out, 6)
+    path = out / "candidates.jsonl"
+    full = path.read_bytes()
+    cut = full.index(b"\n", len(full) // 2) + 10  # in the middle of a line
+    path.write_bytes(full[:cut])
+    watcher = RunWatcher(out).poll()
+    done = full[:cut].count(b"\n")
+    assert watcher.summary()["sampled"] == done
+    assert watcher.candidates_at(done - 1)["id"] == recs[done - 1]["id"]
+    path.write_bytes(full)  # the torn line completed, more appended
+    assert watcher.poll().summary()["sampled"] == 6
+    assert watcher.candidates_at(5)["prompt"] == recs[5]["prompt"]
+    path.write_bytes(full[: full.index(b"\n") + 1])  # shrank (a resume cut it): re-read
+    assert watcher.poll().summary()["sampled"] == 1

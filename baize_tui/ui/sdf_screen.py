@@ -87,6 +87,7 @@ class SdfScreen(Screen[None]):
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.summary: dict[str, Any] | None = None
+        self.watcher: Any = None  # baize_tui.sdf.status.RunWatcher of the run directory
         self.view_index = 0
         self.running = False
 
@@ -154,7 +155,7 @@ class SdfScreen(Screen[None]):
     def refresh_status(self) -> None:
         """Re-read the run directory and redraw counters, histogram and candidates."""
         from baize_tui.sdf import process
-        from baize_tui.sdf.status import histogram_lines, summarize
+        from baize_tui.sdf.status import RunWatcher, histogram_lines
 
         directory = self.run_dir
         self.running = process.alive(directory)
@@ -164,9 +165,11 @@ class SdfScreen(Screen[None]):
         if not (directory / "candidates.jsonl").exists():
             self.query_one("#sdf-counters", Static).update(f"{state} · nothing sampled yet")
             return
+        if self.watcher is None or self.watcher.dir != directory:
+            self.watcher = RunWatcher(directory)
         try:
-            info = summarize(directory)
-        except UserError as exc:
+            info = self.watcher.poll().summary()
+        except (UserError, OSError) as exc:
             self.query_one("#sdf-counters", Static).update(str(exc))
             return
         self.summary = info
@@ -182,16 +185,16 @@ class SdfScreen(Screen[None]):
         self._show_candidates()
 
     def _show_candidates(self) -> None:
-        from baize_tui.sdf.store import CANDIDATES, JUDGMENTS, first_per_id, read_records
-
-        cands = list(first_per_id(read_records(self.run_dir / CANDIDATES)[0]).values())
-        if not cands:
+        watcher = self.watcher
+        if watcher is None or not watcher.cand_offsets:
             return
-        verdicts = first_per_id(read_records(self.run_dir / JUDGMENTS)[0])
-        self.view_index %= len(cands)
-        rec = cands[self.view_index]
-        table = candidates_table(rec, verdicts.get(rec["id"]))
-        table.caption = f"prompt {self.view_index + 1}/{len(cands)} · [ and ] browse"
+        total = len(watcher.cand_offsets)
+        self.view_index %= total
+        rec = watcher.candidates_at(self.view_index)
+        if rec is None:
+            return
+        table = candidates_table(rec, watcher.verdicts.get(rec["id"]))
+        table.caption = f"prompt {self.view_index + 1}/{total} · [ and ] browse"
         self.query_one("#sdf-cands", Static).update(table)
 
     def message(self, text: str) -> None:
