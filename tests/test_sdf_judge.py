@@ -236,3 +236,17 @@ def test_watcher_reads_only_new_complete_lines_and_survives_a_cut_tail(tmp_path:
     assert watcher.candidates_at(5)["prompt"] == recs[5]["prompt"]
     path.write_bytes(full[: full.index(b"\n") + 1])  # shrank (a resume cut it): re-read
     assert watcher.poll().summary()["sampled"] == 1
+
+
+def test_a_busy_directory_is_refused_with_sdf_wording(tmp_path: Path, capsys) -> None:
+    from baize_tui.sdf.store import CandidateStore
+
+    out = tmp_path / "run"
+    write_candidates(out, 2)
+    holder = CandidateStore(out)
+    try:
+        assert main(["sdf", "judge", str(out), "--judge", "openai:j", "--base-url",
+                     "http://127.0.0.1:9/v1"]) == 2
+        assert "another `sdf sample`, `sdf judge` or `sdf run` is writing here" in capsys.readouterr().err
+    finally:
+        holder.close()

@@ -22,7 +22,21 @@ JUDGE_FAILED = "judge_failed.jsonl"
 JUDGE_STATE = "judge_state.json"
 
 
-class CandidateStore(RunStore):
+class _SdfStore(RunStore):
+    """The self-chat store with SDF's wording when the directory is busy."""
+
+    def __init__(self, out: Path | str, **kwargs: Any) -> None:
+        try:
+            super().__init__(out, **kwargs)
+        except UserError as exc:
+            if "another self-chat run" not in str(exc):
+                raise
+            raise UserError(f"{Path(out).expanduser()}: another `sdf sample`, `sdf judge` or "
+                            "`sdf run` is writing here; wait for it or stop it (`baize-tui sdf "
+                            "status` shows its progress)") from None
+
+
+class CandidateStore(_SdfStore):
     """``candidates.jsonl`` / ``sample_failed.jsonl`` / ``sample_state.json`` of a run dir."""
 
     @property
@@ -41,7 +55,7 @@ class CandidateStore(RunStore):
         return self.dir / SAMPLE_STATE
 
 
-class JudgeStore(RunStore):
+class JudgeStore(_SdfStore):
     """``judgments.jsonl`` / ``judge_failed.jsonl`` / ``judge_state.json`` of a run dir."""
 
     @property
