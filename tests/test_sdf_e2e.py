@@ -206,3 +206,11 @@ def test_batched_candidates_are_reproducible_and_one_by_one_works(
     assert runs["a"] == runs["b"]  # same seeds, same candidates
     assert all(len(set(texts)) > 1 for texts in runs["a"])  # independent samplers per candidate
     assert [len(t) for t in runs["one"]] == [3, 3] and all(all(t) for t in runs["one"])
+
+
+def test_installed_llama_cpp_supports_batched_sampling() -> None:
+    """The pinned llama-cpp-python has every C function and field batched.py uses (else
+    sampling silently falls back to one by one, which this would hide)."""
+    from baize_tui.sdf import batched
+
+    assert batched.supported()

@@ -23,6 +23,19 @@ from baize_tui.errors import OperationFailed
 from baize_tui.prompt import STOP_STRINGS, cut_reply
 
 
+def supported() -> bool:
+    """Whether the installed llama-cpp-python has the C API this module needs (the memory API
+    and unified KV caches, llama.cpp from mid-2025); otherwise sampling goes one by one."""
+    try:
+        import llama_cpp as lc
+    except ImportError:
+        return False
+    fields = {name for name, *_ in getattr(lc.llama_context_params, "_fields_", [])}
+    needed = ("llama_memory_seq_cp", "llama_get_memory", "llama_memory_clear", "llama_batch_init",
+              "llama_sampler_chain_init", "llama_sampler_init_dist", "llama_init_from_model")
+    return {"kv_unified", "n_seq_max"} <= fields and all(hasattr(lc, n) for n in needed)
+
+
 @dataclass
 class Candidate:
     """One decoded candidate."""

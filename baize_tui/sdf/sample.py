@@ -358,7 +358,10 @@ def run_sample(config: SampleConfig, prompts: list[Seed], store: CandidateStore,
 def open_local_model(config: SampleConfig) -> Any:
     """A GGUF for batched sampling (``config.batched``), else any engine the spec names."""
     path = Path(config.model).expanduser()
-    if config.batched and config.n > 1 and path.suffix.lower() == ".gguf" and path.is_file():
+    from baize_tui.sdf import batched
+
+    if config.batched and config.n > 1 and path.suffix.lower() == ".gguf" and path.is_file() \
+            and batched.supported():
         from baize_tui.engines.llama import inspect_gguf
         from baize_tui.sdf.batched import BatchedGguf
 
