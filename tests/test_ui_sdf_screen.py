@@ -15,6 +15,7 @@ from textual.app import App
 from textual.widgets import Input, Static
 from ui_helpers import wait_until
 
+from baize_tui.errors import UserError
 from baize_tui.sdf import process
 from baize_tui.ui.sdf_screen import SdfScreen
 
@@ -184,3 +185,26 @@ async def test_pause_resume_stop_then_start_again_resumes(tmp_path: Path) -> Non
     assert sorted(r["prompt"] for r in recs) == sorted(f"Question {i}?" for i in range(40))
     assert len({v["id"] for v in read_jsonl(out / "judgments.jsonl")}) == 40
     assert "interrupted" in (out / process.LOG).read_text()
+
+
+async def test_train_screen_takes_an_init_adapter(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from baize_tui.ui.train_screen import TrainScreen
+
+    class TrainHost(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(TrainScreen())
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                    '{"role": "assistant", "content": "hello"}]}\n')
+    app = TrainHost()
+    async with app.run_test(size=(170, 60), notifications=False) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, TrainScreen))
+        screen = app.screen
+        for key, value in {"base": str(tiny["llama"]), "data": str(data),
+                           "init-adapter": str(tiny["lora_st"])}.items():
+            screen.query_one(f"#tr-{key}", Input).value = value
+        assert screen.read_config().init_adapter == str(tiny["lora_st"])
+        screen.query_one("#tr-init-adapter", Input).value = str(tmp_path / "missing")
+        with pytest.raises(UserError, match="--init-adapter"):
+            screen.read_config()
