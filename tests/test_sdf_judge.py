@@ -250,3 +250,12 @@ def test_a_busy_directory_is_refused_with_sdf_wording(tmp_path: Path, capsys) ->
         assert "another `sdf sample`, `sdf judge` or `sdf run` is writing here" in capsys.readouterr().err
     finally:
         holder.close()
+
+
+def test_the_commands_restore_the_signal_handlers(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    write_candidates(out, 2)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with OpenAITestServer(scripted_judge) as server:
+        assert main(judge_args(out, server)) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -191,10 +191,15 @@ def _drive(label: str, total: int, no_progress: bool,
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
 
-    with progress:
-        stats = run(on_event, on_start)
-        if "runner" in holder:
-            update()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with progress:
+            stats = run(on_event, on_start)
+            if "runner" in holder:
+                update()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return stats, holder.get("runner")
 
 
