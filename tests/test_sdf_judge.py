@@ -259,3 +259,31 @@ def test_the_commands_restore_the_signal_handlers(tmp_path: Path) -> None:
     with OpenAITestServer(scripted_judge) as server:
         assert main(judge_args(out, server)) == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_background_process_control_with_a_relative_directory(tmp_path: Path, monkeypatch) -> None:
+    from baize_tui.sdf import process
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("rel-run")
+    argv = [sys.executable, "-c", "import time; time.sleep(120)", "baize_tui.cli",
+            str(out.absolute())]  # stands in for `sdf run` (same cmdline markers)
+    process.start(out, argv)
+    try:
+        assert process.alive(out) and process.alive(tmp_path / "rel-run")
+        assert not process.alive(tmp_path / "other")
+        assert process.pause(out)
+        deadline = time.monotonic() + 10
+        while not process.paused(out) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.paused(out)
+        assert process.resume(out)
+        while process.paused(out) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not process.paused(out)
+    finally:
+        assert process.stop(out)
+        deadline = time.monotonic() + 10
+        while process.alive(out) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert not process.alive(out) and not process.stop(out)

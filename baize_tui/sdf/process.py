@@ -32,7 +32,8 @@ def pipeline_argv(out: Path, *, prompts: str, model: str, judge: str, n: int = 4
                   seed: int = 0) -> list[str]:
     """The ``baize-tui sdf run`` command line (no secrets)."""
     argv = [sys.executable, "-m", "baize_tui.cli", "sdf", "run", "--prompts", prompts,
-            "--model", model, "--n", str(n), "--out", str(out), "--concurrency", str(concurrency),
+            "--model", model, "--n", str(n), "--out", str(Path(out).expanduser().absolute()),
+            "--concurrency", str(concurrency),
             "--max-tokens", str(max_tokens), "--judge", judge, "--judge-concurrency",
             str(judge_concurrency), "--seed", str(seed), "--no-progress"]
     if model_url:
@@ -87,7 +88,7 @@ def alive(out: Path) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"baize_tui.cli" in cmdline and str(out).encode() in cmdline
+    return b"baize_tui.cli" in cmdline and str(Path(out).expanduser().absolute()).encode() in cmdline
 
 
 def paused(out: Path) -> bool:

@@ -341,16 +341,21 @@ def run_sample(config: SampleConfig, prompts: list[Seed], store: CandidateStore,
         if config.remote:
             return _run_remote(config, prompts, store, api_key=api_key, on_event=on_event,
                                on_start=on_start)
+        owned = engine is None
         if engine is None:
             try:
                 engine = open_local_model(config)
             except UserError as exc:
                 store.log_event(f"sample error: model {config.model}: {exc}")
                 raise
-        sampler = LocalSampler(engine, config, prompts, store, on_event=on_event)
-        if on_start is not None:
-            on_start(sampler)
-        return sampler.run()
+        try:
+            sampler = LocalSampler(engine, config, prompts, store, on_event=on_event)
+            if on_start is not None:
+                on_start(sampler)
+            return sampler.run()
+        finally:
+            if owned:
+                engine.close()
     finally:
         store.close()
 
