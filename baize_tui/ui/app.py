@@ -35,6 +35,7 @@ from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
+from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
 log = logging.getLogger("baize_tui.ui")
 
@@ -83,6 +84,7 @@ class BaizeApp(App[None]):
         "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen"),
         "train": _mode_screen("train_screen", "TrainScreen"),
         "models": _mode_screen("models_screen", "ModelsScreen"),
+        "sdf": _mode_screen("sdf_screen", "SdfScreen"),
     }
     DEFAULT_MODE = "chat"
     BINDINGS = [
@@ -95,6 +97,8 @@ class BaizeApp(App[None]):
                 id="app.mode_train"),
         Binding("f8", "switch_mode('models')", "Models", show=False, priority=True,
                 id="app.mode_models"),
+        Binding("f10", "switch_mode('sdf')", "SDF", show=False, priority=True,
+                id="app.mode_sdf"),
     ]
 
     model_state: reactive[str] = reactive("none", init=False)
@@ -177,7 +181,7 @@ class BaizeApp(App[None]):
 
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
         """The base screen of a mode, if it has been created."""
-        stack = self._screen_stacks.get(mode)
+        stack = screen_stack(self, mode)
         return stack[0] if stack else None
 
     async def action_quit(self) -> None:
@@ -305,7 +309,7 @@ class BaizeApp(App[None]):
             ("ctrl+p", "Command palette (every action, themes, modes)", "-"),
             ("ctrl+q", "Quit", "-"),
         ]
-        keymap = self._keymap
+        keymap = current_keymap(self)
         sources: list[tuple[str, Iterable[Any]]] = [
             ("", self.BINDINGS),
             ("", ChatScreen.BINDINGS),
@@ -333,7 +337,7 @@ class BaizeApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help: keys", "Every key and its id for [ui.keymap]", self.action_help)
         for mode, title in (("chat", "Chat"), ("selfchat", "Self-chat"),
-                            ("train", "Training"), ("models", "Models")):
+                            ("train", "Training"), ("models", "Models"), ("sdf", "SDF")):
             yield SystemCommand(f"Go to {title}", f"Switch to the {title.lower()} screen",
                                 lambda mode=mode: self.switch_mode(mode))
         if isinstance(screen, ChatScreen):
