@@ -1,20 +1,20 @@
 """Settings from ``config.toml`` (see ``baize-tui paths``), merged over built-in defaults.
 
-The file is TOML with tables; unknown keys are kept so newer versions' settings survive
-an older version rewriting the file. Writes are atomic (temp file + rename).
+The file is TOML with tables and belongs to the user: a change (switching the theme, picking
+a default model) rewrites only the key that changed, through tomlkit, so their comments,
+order and formatting stay, unknown keys survive, and defaults never get written out (no empty
+``api_key``). Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from baize_tui.errors import UserError
+from baize_tui.errors import OperationFailed, UserError
 from baize_tui.paths import get_paths
 
 if sys.version_info >= (3, 11):
@@ -50,17 +50,49 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read the settings file (missing is fine) and merge it over the defaults."""
+    """Read the settings file (missing is fine), check it (:mod:`baize_tui.config_schema`)
+    and merge it over the defaults. A bad value is reported once on stderr, naming the file,
+    key, value and expected type, and replaced by its default; the other values stay."""
     path = path or get_paths().config_file
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return copy.deepcopy(DEFAULTS)
+    except OSError as exc:
+        from baize_tui.safe_write import describe_os_error
+
+        raise OperationFailed(describe_os_error(path, exc, "cannot read the settings")) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                        "fix or delete the file") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    from baize_tui.config_schema import validate_config
+
+    data, problems = validate_config(data)
+    _warn_once(path, problems)
     return _merge(DEFAULTS, data)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, problems: list[str]) -> None:
+    """Print each settings problem once per process (commands load the config repeatedly)."""
+    for problem in problems:
+        line = f"baize-tui: warning: {path}: {problem}"
+        if line not in _warned:
+            _warned.add(line)
+            print(line, file=sys.stderr)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes, plus DEL (which TOML forbids raw) escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _toml_value(value: Any) -> str:
@@ -69,7 +101,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
@@ -85,45 +117,81 @@ def dumps_toml(data: dict[str, Any]) -> str:
         if prefix and (scalars or not tables):
             lines.append(f"[{prefix}]")
         for key, value in scalars.items():
-            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+            lines.append(f"{_toml_string(key)} = {_toml_value(value)}")
         if scalars:
             lines.append("")
         for key, value in tables.items():
-            emit(value, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
+            emit(value, f"{prefix}.{_toml_string(key)}" if prefix else _toml_string(key))
 
     emit(data, "")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename
+    (:func:`baize_tui.safe_write.atomic_write_text`: refuses links, FIFOs and devices)."""
+    from baize_tui.safe_write import atomic_write_text as write
+
+    write(path, text)
+
+
+def _document(path: Path) -> Any:
+    """The settings file as a style-preserving tomlkit document (empty if missing)."""
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(text)
+    except ParseError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+
+
+def _apply(node: Any, data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Write into ``node`` each value of ``data`` that the file already has or that differs
+    from ``defaults``; tables are created only when something goes in them."""
+    import tomlkit
+
+    for key, value in data.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, dict) and not (key in node and not isinstance(node[key], dict)):
+            child = node[key] if key in node else tomlkit.table()
+            _apply(child, value, default if isinstance(default, dict) else {})
+            if key not in node and len(child):
+                node[key] = child
+        elif key in node or value != default:
+            node[key] = value
 
 
 def save_config(config: dict[str, Any], path: Path | None = None) -> Path:
-    """Write the whole settings dict atomically; returns the file written."""
+    """Write the settings atomically, keeping the file's comments and layout: only values the
+    file already has or that differ from the defaults are written. Returns the file."""
+    import tomlkit
+
     path = path or get_paths().config_file
-    atomic_write_text(path, dumps_toml(config))
+    doc = _document(path)
+    _apply(doc, config, DEFAULTS)
+    atomic_write_text(path, tomlkit.dumps(doc))
     return path
 
 
 def set_value(dotted_key: str, value: Any, path: Path | None = None) -> dict[str, Any]:
-    """Set one setting (``"model.default"``) and save; returns the new settings."""
-    config = load_config(path)
-    node = config
+    """Set one setting (``"model.default"``) and save, changing nothing else in the file;
+    returns the new settings."""
+    import tomlkit
+
+    path = path or get_paths().config_file
+    load_config(path)  # one clear error for a broken file
+    doc = _document(path)
+    node = doc
     *parents, leaf = dotted_key.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):
+            node[part] = tomlkit.table()
+        node = node[part]
     node[leaf] = value
-    save_config(config, path)
-    return config
+    atomic_write_text(path, tomlkit.dumps(doc))
+    return load_config(path)

@@ -117,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         import logging
 
+        from baize_tui.redact import RedactingFilter
+
         handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger("baize_tui")
         root.addHandler(handler)
@@ -135,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
         store = HistoryStore()
         conv_id = continue_id
         if conv_id == -1:
-            conv_id = store.last_conversation_id()
-            if conv_id is None:
+            last = store.last_conversation_id()
+            if last is None:
                 raise UserError("no conversation to continue yet; ask without --continue first")
+            conv_id = last
         conversation = store.get_conversation(conv_id)
 
     spec = args.model or (conversation.model if conversation else "") or config["model"]["default"]
@@ -225,9 +229,12 @@ def _turn(
               file=sys.stderr)
     out = sys.stdout
     wrote = False
+    from baize_tui.termtext import term_safe
+
+    shown = term_safe if out.isatty() else str  # model output is data, not terminal commands
     try:
         for piece in turn:
-            out.write(piece)
+            out.write(shown(piece))
             out.flush()
             wrote = True
     except KeyboardInterrupt:

@@ -55,6 +55,9 @@ class OpenAIEngine:
                 )
             key = NO_KEY
         self._n_ctx = n_ctx
+        from baize_tui.redact import register_secret
+
+        register_secret(key)  # a server echoing the key never gets it into logs or history
         import openai
 
         self._client = openai.OpenAI(
@@ -104,7 +107,7 @@ class OpenAIEngine:
             body["stop"] = list(stop)[:MAX_STOP]
         # Not in OpenAI's API, but understood by llama.cpp's server, vLLM and others; sent
         # only when switched on, so OpenAI itself never sees an unknown parameter.
-        extra = {}
+        extra: dict[str, float] = {}
         if params.top_k:
             extra["top_k"] = params.top_k
         if params.min_p:

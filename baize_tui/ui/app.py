@@ -14,7 +14,10 @@ import asyncio
 import gc
 import importlib
 import logging
+import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
+from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
 log = logging.getLogger("baize_tui.ui")
 
@@ -80,6 +84,7 @@ class BaizeApp(App[None]):
         "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen"),
         "train": _mode_screen("train_screen", "TrainScreen"),
         "models": _mode_screen("models_screen", "ModelsScreen"),
+        "sdf": _mode_screen("sdf_screen", "SdfScreen"),
     }
     DEFAULT_MODE = "chat"
     BINDINGS = [
@@ -92,6 +97,8 @@ class BaizeApp(App[None]):
                 id="app.mode_train"),
         Binding("f8", "switch_mode('models')", "Models", show=False, priority=True,
                 id="app.mode_models"),
+        Binding("f10", "switch_mode('sdf')", "SDF", show=False, priority=True,
+                id="app.mode_sdf"),
     ]
 
     model_state: reactive[str] = reactive("none", init=False)
@@ -117,6 +124,8 @@ class BaizeApp(App[None]):
         self._loading_key: tuple[str, int | None] | None = None
         self.start_conversation = start_conversation
         self._persist_theme = False
+        #: set at the end of unmount (the SIGTERM path waits for it before ending the process)
+        self.unmounted = threading.Event()
         #: generations running in threads: (cancel event, future of the thread)
         self.running_turns: set[tuple[threading.Event, asyncio.Future[None]]] = set()
 
@@ -172,7 +181,7 @@ class BaizeApp(App[None]):
 
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
         """The base screen of a mode, if it has been created."""
-        stack = self._screen_stacks.get(mode)
+        stack = screen_stack(self, mode)
         return stack[0] if stack else None
 
     async def action_quit(self) -> None:
@@ -208,6 +217,7 @@ class BaizeApp(App[None]):
             self.history.close()
         gc_pacer.reset()
         gc.unfreeze()
+        self.unmounted.set()
 
     # ------------------------------------------------------------------ the model
 
@@ -299,7 +309,7 @@ class BaizeApp(App[None]):
             ("ctrl+p", "Command palette (every action, themes, modes)", "-"),
             ("ctrl+q", "Quit", "-"),
         ]
-        keymap = self._keymap
+        keymap = current_keymap(self)
         sources: list[tuple[str, Iterable[Any]]] = [
             ("", self.BINDINGS),
             ("", ChatScreen.BINDINGS),
@@ -327,12 +337,28 @@ class BaizeApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help: keys", "Every key and its id for [ui.keymap]", self.action_help)
         for mode, title in (("chat", "Chat"), ("selfchat", "Self-chat"),
-                            ("train", "Training"), ("models", "Models")):
+                            ("train", "Training"), ("models", "Models"), ("sdf", "SDF")):
             yield SystemCommand(f"Go to {title}", f"Switch to the {title.lower()} screen",
                                 lambda mode=mode: self.switch_mode(mode))
         if isinstance(screen, ChatScreen):
             for title, help_text, callback in screen.palette_commands():
                 yield SystemCommand(title, help_text, callback)
+
+
+def _exit_after_unmount(app: BaizeApp, code: int) -> None:
+    """After SIGTERM/SIGHUP: once the app has unmounted (replies saved, terminal about to be
+    restored), end the process even if a generation thread is stuck in a stalled read, which
+    asyncio's shutdown would otherwise wait for."""
+    from baize_tui.stream_saver import flush_all
+
+    app.unmounted.wait(timeout=60)
+    time.sleep(1.0)  # grace for Textual to restore the terminal and return normally
+    flush_all(timeout=2.0)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
 
 
 def run(model: str | None = None) -> int:
@@ -341,6 +367,28 @@ def run(model: str | None = None) -> int:
 
     (``baize-tui`` has already sent logging to the log file; nothing is printed over the UI.)
     """
+    from baize_tui.faults import Terminated
+    from baize_tui.shutdown import install_termination_handlers
+
     app = BaizeApp(model=model)
+
+    def on_signal(signum: int) -> None:  # replies were flushed; leave through Textual
+        loop = getattr(app, "_loop", None)
+        if loop is None or not loop.is_running():
+            raise Terminated(signum)
+        loop.call_soon_threadsafe(app.exit, None, 128 + signum)
+        threading.Thread(target=_exit_after_unmount, args=(app, 128 + signum), daemon=True,
+                         name="exit-after-signal").start()
+
+    install_termination_handlers(on_signal)
     app.run()
+    code = int(app.return_code or 0)
+    if code > 128:  # SIGTERM/SIGHUP: the terminal is restored and every reply saved; a
+        # generation thread stuck in a stalled read must not hold the exit (atexit joins it)
+        from baize_tui.stream_saver import flush_all
+
+        flush_all(timeout=2.0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return int(app.return_code or 0)
