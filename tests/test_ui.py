@@ -204,7 +204,7 @@ async def test_settings_change_applies_to_next_turn(gguf_config: Path) -> None:
         app.screen.query_one("#save").press()
         await pilot.pause()
         assert isinstance(app.screen, SettingsScreen)
-        assert "temperature" in str(app.screen.query_one("#settings-error").render()).lower()
+        assert "temperature" in str(app.screen.query_one(".form-error").render()).lower()
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen)
 

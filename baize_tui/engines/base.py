@@ -181,7 +181,10 @@ class Generation(Iterator[str]):
             self.stats.finish_reason = "stop"
         n = self.stats.completion_tokens
         if self._first is not None and self._last is not None and n > 1:
-            span = self._last - self._first
+            # A stopped reply sampled tokens up to the stop, some never shown as text (held
+            # back, or cut): measure to the stop, not to the last piece shown.
+            last = end if self.stats.finish_reason == "cancelled" else self._last
+            span = last - self._first
             if span > 0:
                 self.stats.tokens_per_s = (n - 1) / span
 

@@ -73,6 +73,8 @@ def _clip(text: str, n: int) -> str:
 class SelfChatScreen(Screen[None]):
     """Self-chat data generation: options, template preview, live run, export."""
 
+    HELP_TITLE = "Self-chat"
+
     DEFAULT_CSS = """
     SelfChatScreen { layout: vertical; }
     SelfChatScreen .title { text-style: bold; padding: 0 1; }
@@ -109,8 +111,9 @@ class SelfChatScreen(Screen[None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start", id="selfchat.start"),
+        Binding("ctrl+g", "start", "Start", id="selfchat.start"),
         Binding("ctrl+x", "stop", "Stop", id="selfchat.stop"),
+        Binding("ctrl+s", "export", "Save data as", id="selfchat.export"),
     ]
 
     def __init__(self, name: str | None = None, id: str | None = None,
@@ -515,8 +518,12 @@ class SelfChatScreen(Screen[None]):
     # ------------------------------------------------------------------ export
 
     @on(Button.Pressed, "#sc-export")
-    def action_export(self) -> None:
-        """Write the finished dialogues (Baize JSON or chat-messages JSONL) into the run dir."""
+    @work(group="selfchat-export-ask", exclusive=True)
+    async def action_export(self) -> None:
+        """Write the finished dialogues (Baize JSON or chat-messages JSONL) to a file the
+        user chooses (the run directory's ``export-…`` file is offered)."""
+        from baize_tui.ui.screens import PromptScreen
+
         out = self._value("out")
         if not out:
             self._message("Run directory: nothing to export", True)
@@ -524,8 +531,12 @@ class SelfChatScreen(Screen[None]):
         fmt = self.query_one("#sc-export-format", Select).value
         fmt = fmt if isinstance(fmt, str) else "baize"
         run_dir = Path(out).expanduser()
-        target = run_dir / ("export-baize.json" if fmt == "baize" else "export-messages.jsonl")
-        self._export(run_dir, fmt, target)
+        default = run_dir / ("export-baize.json" if fmt == "baize" else "export-messages.jsonl")
+        answer = await self.app.push_screen_wait(PromptScreen(
+            f"Save the dialogues ({fmt}) to:", str(default), ok_label="Save",
+            complete_paths=True))
+        if answer:
+            self._export(run_dir, fmt, Path(answer).expanduser())
 
     @work(thread=True, exclusive=True, group="selfchat-export", exit_on_error=False)
     def _export(self, run_dir: Path, fmt: str, target: Path) -> None:

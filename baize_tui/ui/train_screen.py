@@ -87,6 +87,8 @@ def preview_text(preview: Any) -> Text:
 class TrainScreen(Screen[None]):
     """LoRA fine-tuning: the form, the sample preview, and the live view of a run."""
 
+    HELP_TITLE = "Training"
+
     DEFAULT_CSS = """
     TrainScreen { layout: vertical; }
     TrainScreen .title { text-style: bold; padding: 0 1; }
@@ -123,8 +125,8 @@ class TrainScreen(Screen[None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start", id="train.start"),
-        Binding("ctrl+r", "preview", "Preview", id="train.preview"),
+        Binding("ctrl+g", "start", "Start", id="train.start"),
+        Binding("ctrl+o", "preview", "Preview", id="train.preview"),
     ]
 
     def __init__(self, name: str | None = None, id: str | None = None,
