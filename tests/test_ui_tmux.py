@@ -93,3 +93,49 @@ def test_baize_tui_in_tmux(tiny_gguf: Path, baize_home: Path) -> None:
         assert status_file.read_text().strip() == "0"
     finally:
         tmux.kill()
+
+
+def test_first_run_chat_settings_models_at_80x24(tiny_gguf: Path, baize_home: Path,
+                                                 tmp_path: Path) -> None:
+    """The real app in the smallest supported terminal: first run (the path field has focus,
+    no Tab needed) → chat → F2 (Save, Cancel, Context size and Seed reachable) → F8 (the
+    model opened on first run is listed, Status in view, no idle progress bar) → quit."""
+    opened = tmp_path / "elsewhere" / "my-model.gguf"
+    opened.parent.mkdir()
+    shutil.copy(tiny_gguf, opened)
+    set_value("chat.max_new_tokens", 16)
+    exe = Path(sys.executable).parent / "baize-tui"
+    status_file = baize_home / "exit-status"
+    command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
+    tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
+                         "HF_HUB_OFFLINE": "1"}, (80, 24))
+    try:
+        tmux.wait_for(lambda s: "Welcome to baize-tui" in s, what="the first-run screen")
+        tmux.keys("-l", str(opened))  # typed straight into the focused path field
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "my-model.gguf" in s and "loading" not in s
+                      and "Welcome" not in s, what="the chat with the model loaded")
+        tmux.keys("-l", "hello small screen")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "tok/s" in s and "generating" not in s
+                      and "hello small screen" in s, what="the finished reply")
+        tmux.keys("F2")
+        screen = tmux.wait_for(lambda s: "Chat settings" in s, what="the settings")
+        assert "Save" in screen and "Cancel" in screen, screen
+        for _ in range(12):  # Tab down the form: the body scrolls to the focused field
+            tmux.keys("Tab")
+        screen = tmux.wait_for(lambda s: "Seed" in s and "Context size" in s,
+                               what="Context size and Seed scrolled into view")
+        assert "Save" in screen and "Cancel" in screen, screen
+        tmux.keys("Escape")
+        tmux.wait_for(lambda s: "Chat settings" not in s, what="the settings closed")
+        tmux.keys("F8")
+        screen = tmux.wait_for(lambda s: "my-model.gguf" in s and "Status" in s,
+                               what="the models screen listing the opened model")
+        assert "--%" not in screen and "--:--" not in screen, screen
+        tmux.keys("C-q")
+        tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
+                      timeout=20, what="the app to exit")
+        assert status_file.read_text().strip() == "0"
+    finally:
+        tmux.kill()

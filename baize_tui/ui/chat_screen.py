@@ -334,8 +334,10 @@ class ChatScreen(Screen[None]):
                 self.status.used_tokens = message.prompt_tokens + (message.completion_tokens or 0)
                 self.status.tokens_per_s = message.tokens_per_s
                 self.status.ttft_s = message.ttft_s
+                self.status.live_tokens = message.completion_tokens
                 return
         self.status.used_tokens = None
+        self.status.tokens_per_s = self.status.ttft_s = self.status.live_tokens = None
 
     def _views(self) -> list[MessageView]:
         return list(self.transcript.query(MessageView))
