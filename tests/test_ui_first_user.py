@@ -431,3 +431,33 @@ async def test_the_last_chat_reopens_on_launch() -> None:
     async with app.run_test(size=SMALL) as pilot:
         screen = await ready(pilot, app)
         assert screen.conversation_id is None
+
+
+async def test_selfchat_screen_reopens_the_interrupted_run_not_an_older_finished_one() -> None:
+    import json
+    import os
+    import time
+
+    from baize_tui.ui.selfchat_screen import latest_run_dir
+
+    root = get_paths().selfchat_dir
+    state = {"version": 1, "config": {"model": "m", "mode": "v2"}, "seeds": {"count": 10}}
+    interrupted, finished = root / "run-interrupted", root / "run-finished"
+    for run in (interrupted, finished):
+        run.mkdir(parents=True)
+        (run / "state.json").write_text(json.dumps(state))
+    now = time.time()
+    # the interrupted run started first, then wrote dialogues until it was killed; the
+    # finished run started (and ended) in between
+    os.utime(interrupted / "state.json", (now - 300, now - 300))
+    os.utime(finished / "state.json", (now - 200, now - 200))
+    (interrupted / "raw.jsonl").write_text("")
+    os.utime(interrupted / "raw.jsonl", (now - 10, now - 10))
+    assert latest_run_dir() == interrupted
+    app = scripted_app(ScriptedEngine(["x"]))
+    async with app.run_test(size=SMALL) as pilot:
+        await ready(pilot, app)
+        await pilot.press("f6")
+        await wait_until(pilot, lambda: isinstance(app.screen, SelfChatScreen))
+        field = app.screen.query_one("#sc-out", Input)
+        await wait_until(pilot, lambda: field.value == str(interrupted))

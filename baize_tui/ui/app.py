@@ -214,12 +214,15 @@ class BaizeApp(App[None]):
             found.append("a model download (the partial file is kept and resumed next time)")
         return found
 
-    @work(group="quit-confirm", exclusive=True)
     async def action_quit(self) -> None:
         """Quit; asks first while a self-chat run or a download is going. A self-chat run is
         stopped gracefully (its dialogues in flight are saved, the rest resume next time).
         Workers are cancelled once the app's message loop ends, so this must happen before
         exit, not on unmount."""
+        self._quit_when_sure()
+
+    @work(group="quit-confirm", exclusive=True)
+    async def _quit_when_sure(self) -> None:
         busy = self.active_work()
         if busy:
             from baize_tui.ui.dialogs import ConfirmDialog

@@ -524,9 +524,7 @@ class ChatScreen(Screen[None]):
                     await reply.flush()
                 if ended:
                     break
-                if turn is not None and self.live_stats is not None:
-                    self.live_stats.update(turn.stats.completion_tokens,
-                                           self.live_stats.elapsed(), turn.stats.ttft_s)
+                self._live_tick(turn)
                 if time.monotonic() - last_spin >= spin_interval:
                     last_spin = time.monotonic()
                     reply.spin()
@@ -561,6 +559,12 @@ class ChatScreen(Screen[None]):
                 self._model_state_changed(self.baize.model_state)
             except NoMatches:  # the app is closing mid-reply: the status line is already gone
                 log.debug("status line gone while a reply ended", exc_info=True)
+
+    def _live_tick(self, turn: ChatTurn | None) -> None:
+        """Hand the status line this reply's numbers so far (see live_stats.py)."""
+        if turn is not None and self.live_stats is not None:
+            self.live_stats.update(turn.stats.completion_tokens, self.live_stats.elapsed(),
+                                   turn.stats.ttft_s)
 
     @staticmethod
     async def _feed(reply: MessageView, turn: ChatTurn | None, text: str) -> None:

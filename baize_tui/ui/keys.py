@@ -18,7 +18,7 @@ widget (so they hold even when keys arrive faster than the UI handles them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from textual import events
@@ -42,7 +42,7 @@ COMMON_ROWS: list[tuple[str, str, str]] = [
 
 
 def binding_rows(sources: Iterable[tuple[str, Iterable[Any]]],
-                 keymap: dict[str, str]) -> list[tuple[str, str, str]]:
+                 keymap: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """(keys, description, binding id) of every binding with an id in ``sources``
     (``(prefix, bindings)`` pairs), with ``keymap`` overrides applied; each id once."""
     rows: list[tuple[str, str, str]] = []

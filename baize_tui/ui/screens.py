@@ -238,19 +238,23 @@ class HelpScreen(ModalScreen[None]):
             f"# Keys: {self.title_text}" if self.title_text else "# Keys",
             "",
             "Remap any key in `config.toml` under `[ui.keymap]`, by its id: "
-            '`"chat.regenerate" = "ctrl+g"`. Every action is also in the command '
+            '`"chat.regenerate" = "f12"`. Every action is also in the command '
             "palette (**Ctrl+P**).",
             "",
-            "| Key | Action | id |",
-            "|---|---|---|",
         ]
+        wide = self.app.size.width >= 100  # at 80 columns the ids would crowd the table
+        lines += ["| Key | Action | id |", "|---|---|---|"] if wide else \
+            ["| Key | Action |", "|---|---|"]
         for key, description, binding_id in self.rows:
-            lines.append(f"| `{key}` | {description} | `{binding_id}` |")
+            lines.append(f"| `{key}` | {description} | `{binding_id}` |" if wide
+                         else f"| `{key}` | {description} |")
+        if not wide:
+            lines += ["", "(A wider terminal also shows each key's id.)"]
         with Vertical(id="help-dialog", classes="dialog"):
             with VerticalScroll():
                 yield Markdown("\n".join(lines))
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Close", id="close")
+                yield Button("Close (Esc)", id="close", compact=True)
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:

@@ -62,7 +62,24 @@ def latest_run_dir() -> Path | None:
     if not root.is_dir():
         return None
     runs = [p for p in root.iterdir() if (p / "state.json").is_file()]
-    return max(runs, key=lambda p: (p / "state.json").stat().st_mtime) if runs else None
+    return max(runs, key=last_activity) if runs else None
+
+
+#: Files a run writes while it works (an export written later is not run activity).
+_RUN_FILES = ("state.json", "raw.jsonl", "failed.jsonl", "events.log")
+
+
+def last_activity(run_dir: Path) -> float:
+    """When a run last did something: the newest of its own files. An interrupted run wrote
+    its dialogues after its ``state.json``; judging by that file alone, an older finished run
+    could look newer."""
+    times = []
+    for name in _RUN_FILES:
+        try:
+            times.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)
 
 
 def _clip(text: str, n: int) -> str:
