@@ -461,3 +461,57 @@ async def test_selfchat_screen_reopens_the_interrupted_run_not_an_older_finished
         await wait_until(pilot, lambda: isinstance(app.screen, SelfChatScreen))
         field = app.screen.query_one("#sc-out", Input)
         await wait_until(pilot, lambda: field.value == str(interrupted))
+
+
+def test_paths_complete_to_existing_files(tmp_path: Path) -> None:
+    from baize_tui.ui.pickers import complete_path, filter_models
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "baize-7b.Q4.gguf").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("x")
+    assert complete_path(str(tmp_path / "mo")) == str(tmp_path / "models") + "/"
+    assert complete_path(str(tmp_path / "models" / "b")) == str(
+        tmp_path / "models" / "baize-7b.Q4.gguf")
+    assert complete_path(str(tmp_path / "zzz")) is None
+    assert complete_path("openai:gpt") is None
+    specs = ["/m/baize-7b.gguf", "openai:llama3", "/m/other.gguf"]
+    assert filter_models(specs, "BAIZE 7b") == ["/m/baize-7b.gguf"]
+    assert filter_models(specs, "") == specs
+
+
+async def test_first_run_path_field_completes_as_you_type(tiny_gguf: Path) -> None:
+    app = BaizeApp()
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        field = app.screen.query_one("#gguf-path", Input)
+        await wait_until(pilot, lambda: app.focused is field)
+        partial = str(tiny_gguf)[:-4]
+        await pilot.press(*partial)
+        for _ in range(100):  # the completion is computed in the background
+            await pilot.press("right")  # at the end of the field: takes the completion
+            if field.value == str(tiny_gguf):
+                break
+            await pilot.pause(0.05)
+        assert field.value == str(tiny_gguf)
+
+
+async def test_ctrl_q_asks_first_while_a_download_runs() -> None:
+    import asyncio
+
+    app = BaizeApp()
+    async with app.run_test(size=SMALL) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        release = asyncio.Event()
+        # stands in for the first-run download (the same worker group)
+        app.screen.run_worker(release.wait(), group="download")
+        await wait_until(pilot, lambda: app.active_work() != [])
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "download" in app.screen.question and "resumed" in app.screen.question
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen))
+        assert app.is_running
+        release.set()
+        await wait_until(pilot, lambda: app.active_work() == [])
+        await pilot.press("ctrl+q")  # nothing running: quits at once
+        await wait_until(pilot, lambda: not app.is_running, what="the app to exit")

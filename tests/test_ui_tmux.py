@@ -28,8 +28,10 @@ class Tmux:
     def __init__(self, command: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
         self.socket = f"baize-test-{uuid.uuid4().hex[:8]}"
         env_args = [f"{key}={value}" for key, value in env.items()]
+        # COLUMNS/LINES would override the pane's size (the test process may have them
+        # set, and tmux passes its environment on): the app must see the real size.
         self.run("new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]),
-                 "env", *env_args, *command)
+                 "env", "-u", "COLUMNS", "-u", "LINES", *env_args, *command)
         self.run("set-option", "-t", "main", "remain-on-exit", "on")
 
     def run(self, *args: str) -> str:
@@ -122,12 +124,15 @@ def test_first_run_chat_settings_models_at_80x24(tiny_gguf: Path, baize_home: Pa
         tmux.keys("F2")
         screen = tmux.wait_for(lambda s: "Chat settings" in s, what="the settings")
         assert "Save" in screen and "Cancel" in screen, screen
-        for _ in range(12):  # Tab down the form: the body scrolls to the focused field
+        for _ in range(10):  # Tab down the form: the body scrolls to the focused field
             tmux.keys("Tab")
-        screen = tmux.wait_for(lambda s: "Seed" in s and "Context size" in s,
+        tmux.keys("-l", "4321")  # typed into the field focus reached (Seed)
+        screen = tmux.wait_for(lambda s: "Seed" in s and "Context size" in s and "4321" in s,
                                what="Context size and Seed scrolled into view")
         assert "Save" in screen and "Cancel" in screen, screen
-        tmux.keys("Escape")
+        tmux.keys("Escape")  # edited: asks before throwing the edit away
+        tmux.wait_for(lambda s: "Discard your changes?" in s, what="the confirmation")
+        tmux.keys("y")
         tmux.wait_for(lambda s: "Chat settings" not in s, what="the settings closed")
         tmux.keys("F8")
         screen = tmux.wait_for(lambda s: "my-model.gguf" in s and "Status" in s,

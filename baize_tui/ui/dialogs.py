@@ -143,13 +143,13 @@ class FormModal(ModalScreen[ResultT], Generic[ResultT]):
             with Horizontal(classes="dialog-buttons"):
                 yield from self.compose_buttons()
 
+    #: The first field has focus when the dialog opens (Textual's own auto-focus, which
+    #: never takes focus from where keys typed meanwhile have put it).
+    AUTO_FOCUS = "Input, TextArea, Select, Checkbox"
+
     def on_mount(self) -> None:
         self._initial = self.values()
         self._fit()
-        for widget in self.query("Input, TextArea, Select, Checkbox"):
-            if widget.focusable:
-                widget.focus()
-                break
 
     def on_resize(self) -> None:
         self._fit()

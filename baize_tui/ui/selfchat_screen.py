@@ -43,6 +43,7 @@ from textual.worker import Worker, WorkerState
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
+from baize_tui.ui.pickers import PathInput
 
 PRESETS = ("quora", "stackoverflow", "medquad")
 SAMPLE_SEED = "How do I make a good cup of tea?"
@@ -153,9 +154,9 @@ class SelfChatScreen(Screen[None]):
         with Horizontal(id="sc-body"):
             with VerticalScroll(id="sc-form"):
                 yield Label("Seeds: a file or quora/stackoverflow/medquad")
-                yield Input(placeholder="seeds.txt", id="sc-seeds", compact=True)
+                yield PathInput(placeholder="seeds.txt", id="sc-seeds")
                 yield Label("Run directory (same one resumes)")
-                yield Input(id="sc-out", compact=True)
+                yield PathInput(id="sc-out")
                 yield Label("Model")
                 yield Input("gpt-3.5-turbo", id="sc-model", compact=True)
                 yield Label("Base URL (blank: config or OpenAI)")
@@ -188,7 +189,7 @@ class SelfChatScreen(Screen[None]):
                 yield Label("Max cost (USD)")
                 yield Input(type="number", placeholder="no cap", id="sc-max-cost", compact=True)
                 yield Label("Template file with {seed} (blank: Baize's)")
-                yield Input(placeholder="built-in", id="sc-template", compact=True)
+                yield PathInput(placeholder="built-in", id="sc-template")
                 preview = Static("", id="sc-preview", markup=False)
                 preview.border_title = "Prompt for a sample seed"
                 yield preview

@@ -43,6 +43,7 @@ from textual.widgets.select import InvalidSelectValueError
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
+from baize_tui.ui.pickers import PathInput
 
 PRESET_LABELS: dict[str, str] = {
     "baize": "Baize (v1 settings, AI-turn loss)",
@@ -159,13 +160,13 @@ class TrainScreen(Screen[None]):
                     yield Button("Preview sample", id="tr-preview-btn", compact=True)
                     yield Button("Start run", id="tr-start", variant="success", compact=True)
                 yield Label("Base model (LLaMA checkpoint dir or hub id)")
-                yield Input(placeholder="path/to/llama-7b", id="tr-base", compact=True)
+                yield PathInput(placeholder="path/to/llama-7b", id="tr-base")
                 yield Label("Data files (comma-separated)")
                 yield Input(placeholder="alpaca_chat_data.json, export-baize.json",
                             id="tr-data", compact=True)
                 yield Label("Run directory")
-                yield Input(str(get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S")),
-                            id="tr-out", compact=True)
+                yield PathInput(str(get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S")),
+                                id="tr-out")
                 yield Label("Preset")
                 yield Select([(label, key) for key, label in PRESET_LABELS.items()],
                              value="baize", allow_blank=False, id="tr-preset", compact=True)

@@ -566,18 +566,21 @@ class StatusBar(Static):
             out.append(f"  ctx {used}/{self.n_ctx}")
             if self.used_tokens is not None:
                 share = self.used_tokens / self.n_ctx
-                width = 10
+                width = 8
                 filled = min(width, round(share * width))
                 style = "red" if share > 0.9 else "yellow" if share > 0.7 else "green"
                 out.append(" ")
                 out.append("█" * filled, style=style)
                 out.append("░" * (width - filled), style="dim")
+        numbers = []  # this (or the last) reply's: kept short, the line is one row
         if self.live_tokens is not None:
-            out.append(f"  {self.live_tokens} tok")
+            numbers.append(f"{self.live_tokens} tok")
         if self.tokens_per_s is not None:
-            out.append(f"  {self.tokens_per_s:.1f} tok/s")
+            numbers.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.ttft_s is not None:
-            out.append(f"  TTFT {self.ttft_s:.2f} s")
+            numbers.append(f"TTFT {self.ttft_s:.2f}s")
+        if numbers:
+            out.append("  " + " · ".join(numbers))
         if self.stalled_s is not None:
             out.append(f"  no token for {self.stalled_s:.0f} s", style="bold yellow")
         if self.dropped_turns:
