@@ -107,6 +107,7 @@ class FormModal(ModalScreen[ResultT], Generic[ResultT]):
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
     ]
 
+    HELP_TITLE = "Dialog"
     title_text = ""
     save_label = "Save"
     dialog_id: str | None = None

@@ -98,7 +98,7 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
     (asking first when something was edited).
     """
 
-    title_text = "Chat settings"
+    HELP_TITLE = title_text = "Chat settings"
     dialog_id = "settings-dialog"
 
     def __init__(self, settings: ChatSettings, known_models: list[str] | None = None) -> None:
