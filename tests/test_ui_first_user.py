@@ -283,7 +283,7 @@ async def test_one_confirmation_dialog_y_enter_n_escape() -> None:
 
 async def test_f9_removes_the_last_turn_and_ctrl_z_puts_it_back() -> None:
     app = scripted_app(ScriptedEngine(["An", " answer."]))
-    async with app.run_test(size=SMALL) as pilot:
+    async with app.run_test(size=SMALL, notifications=True) as pilot:
         screen = await ready(pilot, app)
         await send(pilot, screen, "first")
         await send(pilot, screen, "second")
@@ -295,6 +295,11 @@ async def test_f9_removes_the_last_turn_and_ctrl_z_puts_it_back() -> None:
         await pilot.press("f9")
         await wait_until(pilot, lambda: len(history.thread(conversation)) == 2)
         assert len(list(screen.query(MessageView))) == 2
+        await wait_until(pilot, lambda: any("Ctrl+Z" in str(t.render())
+                                            for t in screen.query("Toast")),
+                         what="the undo toast")
+        toast = next(t for t in screen.query("Toast") if "Ctrl+Z" in str(t.render()))
+        assert toast.region.bottom <= screen.prompt_box.region.y  # off the prompt box
         screen.prompt_box.focus()
         await pilot.press("ctrl+z")
         await wait_until(pilot, lambda: len(history.thread(conversation)) == 4)
