@@ -520,3 +520,29 @@ async def test_ctrl_q_asks_first_while_a_download_runs() -> None:
         await wait_until(pilot, lambda: app.active_work() == [])
         await pilot.press("ctrl+q")  # nothing running: quits at once
         await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
+
+
+def test_a_stopped_reply_reports_its_real_rate() -> None:
+    """Tokens that show no text (a stop string being matched, part of a character) and the
+    time up to the stop count: the rate is never faster than the tokens came."""
+    import time as _time
+
+    from baize_tui.engines.base import Generation, TurnStats
+
+    delay = 0.02
+    stats = TurnStats()
+
+    def pieces():  # type: ignore[no-untyped-def]
+        for n in range(1, 31):
+            _time.sleep(delay)
+            stats.completion_tokens = n
+            # text only for tokens 10-14; the rest are held back
+            yield "x" if 10 <= n <= 14 else ""
+        stats.finish_reason = "cancelled"
+
+    gen = Generation(pieces(), stats)
+    for _ in gen:
+        pass
+    gen.close()
+    assert stats.completion_tokens == 30 and stats.tokens_per_s is not None
+    assert stats.tokens_per_s <= 1.0 / delay * 1.001  # each token took at least `delay`
