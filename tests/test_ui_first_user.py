@@ -546,3 +546,55 @@ def test_a_stopped_reply_reports_its_real_rate() -> None:
     gen.close()
     assert stats.completion_tokens == 30 and stats.tokens_per_s is not None
     assert stats.tokens_per_s <= 1.0 / delay * 1.001  # each token took at least `delay`
+
+
+def test_live_stats_clear_the_last_reply_and_show_a_stall() -> None:
+    from types import SimpleNamespace
+
+    from baize_tui.ui.live_stats import STALL_S, LiveStats
+
+    now = [100.0]
+    status = SimpleNamespace(ttft_s=0.5, tokens_per_s=80.0, live_tokens=64, stalled_s=None,
+                             used_tokens=300)
+    live = LiveStats(status, clock=lambda: now[0])
+    live.start(prompt_tokens=40)
+    assert (status.ttft_s, status.tokens_per_s, status.live_tokens) == (None, None, 0)
+    assert status.used_tokens == 40
+    now[0] += 1.0
+    live.update(11, live.elapsed(), ttft_s=0.5)  # 10 tokens in the 0.5 s after the first
+    assert status.live_tokens == 11 and status.used_tokens == 51
+    assert status.tokens_per_s == 20.0 and status.ttft_s == 0.5
+    now[0] += STALL_S + 1  # the model goes quiet: the rate falls and the line says so
+    live.update(11, live.elapsed(), ttft_s=0.5)
+    assert status.stalled_s is not None and status.stalled_s >= STALL_S
+    assert status.tokens_per_s < 20.0
+    live.finish(12, 19.0, 0.5, prompt_tokens=40)
+    assert (status.live_tokens, status.tokens_per_s, status.stalled_s) == (12, 19.0, None)
+
+
+def test_undo_restores_a_turn_with_its_branches() -> None:
+    from baize_tui.ui.turn_undo import TurnUndo
+
+    with HistoryStore() as store:
+        conv = store.create_conversation(system_prompt="s", model="m", params={})
+        first = store.add_message(conv, parent_id=None, role="user", text="hi")
+        store.add_message(conv, parent_id=first, role="assistant", text="hello")
+        user = store.add_message(conv, parent_id=store.thread(conv)[-1].id, role="user",
+                                 text="again")
+        one = store.add_message(conv, parent_id=user, role="assistant", text="reply one")
+        store.update_message(one, finish_reason="stop", completion_tokens=3, tokens_per_s=9.5)
+        two = store.add_message(conv, parent_id=user, role="assistant", text="reply two")
+        store.update_message(two, finish_reason="cancelled", completion_tokens=2)
+        store.select_branch(one)
+        shown = [m.text for m in store.thread(conv)]
+        undo = TurnUndo()
+        undo.remove(store, conv, user)
+        assert [m.text for m in store.thread(conv)] == ["hi", "hello"]
+        assert undo.restore(store) == conv
+        assert [m.text for m in store.thread(conv)] == shown  # the same branch shown
+        restored_user = store.thread(conv)[2]
+        replies = store.children(restored_user.id)
+        assert [(m.text, m.finish_reason, m.completion_tokens) for m in replies] == [
+            ("reply one", "stop", 3), ("reply two", "cancelled", 2)]
+        assert replies[0].tokens_per_s == 9.5
+        assert undo.restore(store) is None  # once
