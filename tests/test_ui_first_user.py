@@ -109,6 +109,10 @@ async def test_typing_on_a_message_or_the_chat_list_goes_to_the_prompt() -> None
         type_fast(app, "o", "k")
         await wait_until(pilot, lambda: screen.prompt_box.text == "ok")
         assert app.focused is screen.prompt_box
+        screen.prompt_box.text = ""
+        screen.set_focus(None)  # nothing focused (e.g. after a click on empty space)
+        type_fast(app, "y", "o")
+        await wait_until(pilot, lambda: screen.prompt_box.text == "yo")
 
 
 async def test_keys_typed_right_after_tab_reach_the_next_field() -> None:

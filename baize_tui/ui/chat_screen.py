@@ -254,8 +254,9 @@ class ChatScreen(Screen[None]):
         return [("Message: ", MessageView.BINDINGS), ("Chat list: ", Sidebar.BINDINGS)]
 
     def typeahead_target(self, focused: Any) -> Any:
-        """Where typing goes when a message or the chat list has focus: the prompt box."""
-        if isinstance(focused, MessageView):
+        """Where typing goes when a message, the chat list or nothing has focus: the prompt
+        box."""
+        if focused is None or isinstance(focused, MessageView):
             return self.prompt_box
         if focused is not None and not isinstance(focused, Input) \
                 and self.sidebar in focused.ancestors_with_self:
