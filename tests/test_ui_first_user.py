@@ -225,6 +225,16 @@ async def test_sidebar_collapses_on_a_narrow_terminal() -> None:
         await wait_until(pilot, lambda: screen.sidebar.display)
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: not screen.sidebar.display)
+        await pilot.resize_terminal(81, 24)  # Ctrl+B's choice stands across a resize
+        await pilot.pause()
+        assert not screen.sidebar.display
+        # Ctrl+F shows the list, and keys typed right after it land in the search box
+        type_fast(app, "ctrl+f", "z", "e", "b")
+        search = screen.sidebar.query_one("#search", Input)
+        await wait_until(pilot, lambda: search.value == "zeb",
+                         why=lambda: f"search={search.value!r} "
+                                     f"prompt={screen.prompt_box.text!r}")
+        assert screen.sidebar.display and screen.prompt_box.text == ""
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(120, 30)) as pilot:
         screen = await ready(pilot, app)

@@ -91,7 +91,8 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+s", "export", "Save chat as", show=False, id="chat.export"),
         Binding("f2", "settings", "Settings", id="chat.settings"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False, id="chat.toggle_sidebar"),
-        Binding("ctrl+f", "search", "Search", show=False, id="chat.search"),
+        # priority: the search box has focus before the next key is handed out
+        Binding("ctrl+f", "search", "Search", show=False, priority=True, id="chat.search"),
     ]
 
     HELP_TITLE = "Chat"
@@ -899,13 +900,15 @@ class ChatScreen(Screen[None]):
         self.notify("Settings saved; they apply from the next message.", timeout=3)
 
     def action_toggle_sidebar(self) -> None:
-        """Show or hide the conversation list."""
+        """Show or hide the conversation list (this choice stands until the next Ctrl+B)."""
         self.sidebar.toggle_class("hidden")
+        self._sidebar_choice = not self.sidebar.has_class("hidden")
 
     def action_search(self) -> None:
         """Focus the search box of the sidebar."""
+        self._sidebar_choice = True
         self.sidebar.remove_class("hidden")
-        self.sidebar.query_one("#search").focus()
+        self.set_focus(self.sidebar.query_one("#search"))
 
     # ------------------------------------------------------------------ sidebar
 
