@@ -329,7 +329,10 @@ async def test_f9_removes_the_last_turn_and_ctrl_z_puts_it_back() -> None:
 
 def test_same_key_same_meaning_across_screens() -> None:
     meanings: dict[str, set[str]] = {}
-    for screen in (ChatScreen, SelfChatScreen, TrainScreen, ModelsScreen, SettingsScreen):
+    from baize_tui.ui.sdf_screen import SdfScreen
+
+    for screen in (ChatScreen, SelfChatScreen, TrainScreen, ModelsScreen, SettingsScreen,
+                   SdfScreen):
         for binding in screen.BINDINGS:
             for key in binding.key.split(","):
                 meanings.setdefault(key.strip(), set()).add(binding.description.split()[0])

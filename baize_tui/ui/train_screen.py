@@ -164,6 +164,8 @@ class TrainScreen(Screen[None]):
                     yield Button("Start run", id="tr-start", variant="success", compact=True)
                 yield Label("Base model (LLaMA checkpoint dir or hub id)")
                 yield PathInput(placeholder="path/to/llama-7b", id="tr-base")
+                yield Label("Start from a frozen LoRA (SDF: the SFT adapter; optional)")
+                yield PathInput(placeholder="runs/baize-7b/adapter", id="tr-init-adapter")
                 yield Label("Data files (comma-separated)")
                 yield Input(placeholder="alpaca_chat_data.json, export-baize.json",
                             id="tr-data", compact=True)
@@ -275,6 +277,7 @@ class TrainScreen(Screen[None]):
         name = self.query_one("#tr-preset", Select).value
         config = preset(name if isinstance(name, str) else "baize")
         config.base = self._value("base")
+        config.init_adapter = self._value("init-adapter")
         config.data = [p.strip() for p in self._value("data").split(",") if p.strip()]
         values: dict[str, Any] = {}
         for key, field, kind, label in _NUMBERS:
@@ -531,6 +534,8 @@ class TrainScreen(Screen[None]):
         """Show a run's settings in the form (after a relaunch the form is not empty)."""
         self.query_one("#tr-base", Input).value = config.base
         self.query_one("#tr-data", Input).value = ", ".join(config.data)
+        self.query_one("#tr-init-adapter", Input).value = getattr(config, "init_adapter", "") \
+            or ""
         for key, field, _kind, _label in _NUMBERS:
             value = getattr(config, field)
             self.query_one(f"#tr-{key}", Input).value = f"{value:g}" \
