@@ -86,7 +86,9 @@ async def test_first_run_focuses_the_path_and_shows_errors_by_the_field(tmp_path
         await wait_until(pilot, lambda: "nope.gguf" in str(error.render()),
                          what="the error under the path field")
         await wait_until(pilot, lambda: on_screen(error), what="the error in view at 80x24")
-        assert any("nope.gguf" in str(n.message) for n in app._notifications)  # and a toast
+        await wait_until(pilot, lambda: any("nope.gguf" in str(t.render())
+                                            for t in app.screen.query("Toast")),
+                         what="the error as a toast too")
 
 
 async def test_typing_on_a_message_or_the_chat_list_goes_to_the_prompt() -> None:

@@ -40,6 +40,7 @@ from baize_tui.ui.keys import (
     typeahead_redirect,
 )
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
+from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
 log = logging.getLogger("baize_tui.ui")
 
@@ -202,7 +203,7 @@ class BaizeApp(App[None]):
 
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
         """The base screen of a mode, if it has been created."""
-        stack = self._screen_stacks.get(mode)
+        stack = screen_stack(self, mode)
         return stack[0] if stack else None
 
     def active_work(self) -> list[str]:
@@ -348,7 +349,8 @@ class BaizeApp(App[None]):
         default) and the app's own, keymap applied."""
         screen = screen if screen is not None else self.screen
         rows = list(getattr(screen, "HELP_ROWS", []))
-        rows += binding_rows([*screen_key_sources(screen), ("", self.BINDINGS)], self._keymap)
+        sources = [*screen_key_sources(screen), ("", self.BINDINGS)]
+        rows += binding_rows(sources, current_keymap(self))
         return rows + COMMON_ROWS
 
     def action_help(self) -> None:
