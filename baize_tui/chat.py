@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from baize_tui.prompt import STOP_STRINGS, Fitted, StopFilter, Turn, fit, render
 
 if TYPE_CHECKING:
     from baize_tui.history import HistoryStore
+    from baize_tui.stream_saver import PartialSaver
 
 log = logging.getLogger("baize_tui.chat")
 
@@ -242,19 +242,18 @@ class ChatSession:
                 self.leaf_id = turn.reply_message_id
             flt = StopFilter(STOP_STRINGS)
             gen = None
+            saver = None
             error: BaseException | None = None
             try:
                 gen = self.engine.stream(turn.prepared.payload, params, cancel, stop=STOP_STRINGS)
                 turn.stats = gen.stats
-                last_save = time.monotonic()
+                saver = self._partial_saver(turn)
                 for piece in gen:
                     shown = flt.feed(piece)
                     if shown:
+                        if saver is not None:
+                            saver.update(flt.text)  # on disk within partial_save_s
                         yield shown
-                        if (self.partial_save_s is not None
-                                and time.monotonic() - last_save >= self.partial_save_s):
-                            self._save_partial(turn, flt.text)
-                            last_save = time.monotonic()
                     if flt.stopped or cancel.is_set():
                         break
                 tail = flt.finish()
@@ -265,6 +264,8 @@ class ChatSession:
                 raise
             finally:
                 stopped_by_text = flt.stopped and not cancel.is_set() and error is None
+                if saver is not None:
+                    saver.close()
                 if gen is not None:
                     gen.close()
                 flt.finish()  # whatever was held back is part of what was generated
@@ -279,6 +280,15 @@ class ChatSession:
                     stats.finish_reason = "stop"
                 turn.done = True
                 self._save(turn, text, error)
+
+    def _partial_saver(self, turn: ChatTurn) -> PartialSaver | None:
+        """A timer that saves the reply shown so far (None without history)."""
+        if self.history is None or turn.reply_message_id is None or self.partial_save_s is None:
+            return None
+        from baize_tui.stream_saver import PartialSaver
+
+        return PartialSaver(lambda text: self._save_partial(turn, text),
+                            interval=min(self.partial_save_s, 0.5))
 
     def _save_partial(self, turn: ChatTurn, text: str) -> None:
         """Save the reply so far (still incomplete); a failed write never stops generation."""

@@ -45,7 +45,8 @@ def run_app(args: argparse.Namespace) -> int:
 def log_to_file() -> None:
     """Send INFO and above (llama.cpp's load log included) to the log file of ``paths``.
 
-    The file is opened on the first record only, so commands that log nothing create nothing.
+    The file is opened on the first record only, so commands that log nothing create nothing;
+    credentials in URLs and registered keys are redacted (:mod:`baize_tui.redact`).
     """
     import logging
 
@@ -54,9 +55,14 @@ def log_to_file() -> None:
     root = logging.getLogger()
     if any(getattr(h, "baize_log", False) for h in root.handlers):
         return
+    from baize_tui.redact import QuietFileHandler
+
     path = get_paths().log_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only or full home: run without a log rather than not at all
+        return
+    handler = QuietFileHandler(str(path), encoding="utf-8", delay=True)
     handler.baize_log = True  # type: ignore[attr-defined]
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -72,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "func", run_app)
     if getattr(args, "command", None) != "paths":
         log_to_file()
+    if handler is not run_app:  # the app installs its own (it must exit through Textual)
+        from baize_tui.shutdown import install_termination_handlers
+
+        install_termination_handlers()
     return run_reporting_errors("baize-tui", lambda: handler(args))
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from baize_tui.errors import UserError
+from baize_tui.errors import OperationFailed, UserError
 from baize_tui.paths import get_paths
 
 if sys.version_info >= (3, 11):
@@ -53,17 +51,49 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read the settings file (missing is fine) and merge it over the defaults."""
+    """Read the settings file (missing is fine), check it (:mod:`baize_tui.config_schema`)
+    and merge it over the defaults. A bad value is reported once on stderr, naming the file,
+    key, value and expected type, and replaced by its default; the other values stay."""
     path = path or get_paths().config_file
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return copy.deepcopy(DEFAULTS)
+    except OSError as exc:
+        from baize_tui.safe_write import describe_os_error
+
+        raise OperationFailed(describe_os_error(path, exc, "cannot read the settings")) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                        "fix or delete the file") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+    from baize_tui.config_schema import validate_config
+
+    data, problems = validate_config(data)
+    _warn_once(path, problems)
     return _merge(DEFAULTS, data)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(path: Path, problems: list[str]) -> None:
+    """Print each settings problem once per process (commands load the config repeatedly)."""
+    for problem in problems:
+        line = f"baize-tui: warning: {path}: {problem}"
+        if line not in _warned:
+            _warned.add(line)
+            print(line, file=sys.stderr)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes, plus DEL (which TOML forbids raw) escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _toml_value(value: Any) -> str:
@@ -72,7 +102,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
@@ -88,29 +118,22 @@ def dumps_toml(data: dict[str, Any]) -> str:
         if prefix and (scalars or not tables):
             lines.append(f"[{prefix}]")
         for key, value in scalars.items():
-            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+            lines.append(f"{_toml_string(key)} = {_toml_value(value)}")
         if scalars:
             lines.append("")
         for key, value in tables.items():
-            emit(value, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
+            emit(value, f"{prefix}.{_toml_string(key)}" if prefix else _toml_string(key))
 
     emit(data, "")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename
+    (:func:`baize_tui.safe_write.atomic_write_text`: refuses links, FIFOs and devices)."""
+    from baize_tui.safe_write import atomic_write_text as write
+
+    write(path, text)
 
 
 def _document(path: Path) -> Any:

@@ -30,12 +30,29 @@ class OperationFailed(UserError):
 def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
                          interrupted: str = "interrupted") -> int:
     """Run a command's action; a :class:`UserError` becomes one ``prog: error: …`` line on
-    stderr and its exit code, Ctrl-C exit 130. Anything else is a bug and keeps its traceback."""
+    stderr and its exit code (credentials redacted), Ctrl-C exit 130, SIGTERM/SIGHUP 128+N;
+    environment faults (closed pipe, disk full, read-only) go through
+    :func:`baize_tui.faults.report_fault`. Anything else is a bug and keeps its traceback."""
     try:
-        return int(action() or 0)
+        code = int(action() or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return code
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        from baize_tui.redact import redact_text
+
+        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)  # no key in a message
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from baize_tui.faults import Terminated, report_fault
+
+        if isinstance(exc, Terminated):
+            return report_fault(prog, exc) or 143
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from baize_tui.faults import report_fault
+
+        status = report_fault(prog, exc)
+        if status is None:
+            raise
+        return status

@@ -192,6 +192,9 @@ def _type_sizes() -> dict[int, tuple[int, int]]:
     return _TYPE_SIZES
 
 
+MAX_ARRAY_DEPTH = 8  # arrays of arrays this deep; real files use one level
+
+
 class _Cursor:
     def __init__(self, buf: Any, size: int) -> None:
         self.buf, self.size, self.pos = buf, size, 0
@@ -214,9 +217,12 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8", errors="replace")
 
-    def value(self, vtype: int) -> Any:
+    def value(self, vtype: int, depth: int = 0) -> Any:
         from gguf import GGUFValueType
 
+        if depth > MAX_ARRAY_DEPTH:  # a crafted header must not exhaust the stack
+            raise GGUFHeaderError(f"corrupt header (arrays nested more than {MAX_ARRAY_DEPTH} "
+                                  f"deep at byte {self.pos})")
         formats = _scalar_formats()
         if vtype in formats:
             return self.unpack(formats[vtype])
@@ -239,19 +245,31 @@ class _Cursor:
                 self.pos = pos
             else:
                 for _ in range(count):
-                    self.value(item_type)
+                    self.value(item_type, depth + 1)
             return ArrayInfo(item_type, count)
         raise GGUFHeaderError(f"corrupt header (unknown value type {vtype} at byte {self.pos})")
 
 
-def read_header(path: Path) -> GGUFHeader:
-    """Parse the header of ``path`` and check every tensor's data lies inside the file."""
+def _regular_file_size(path: Path) -> int:
+    """The size of ``path``; :class:`GGUFHeaderError` unless it is a regular file (a FIFO
+    would block the open forever)."""
+    from baize_tui.safe_write import file_kind
+
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise GGUFHeaderError("no such file") from None
     if path.is_dir():
         raise GGUFHeaderError("is a directory, not a .gguf file")
+    kind = file_kind(path.resolve())
+    if kind is not None:
+        raise GGUFHeaderError(f"is {kind}, not a regular file")
+    return size
+
+
+def read_header(path: Path) -> GGUFHeader:
+    """Parse the header of ``path`` and check every tensor's data lies inside the file."""
+    size = _regular_file_size(path)
     if size == 0:
         raise GGUFHeaderError("empty file")
     sizes = _type_sizes()

@@ -196,6 +196,9 @@ class Checkpoint:
             config = json.loads(config_path.read_text())
         except ValueError as exc:
             raise ConvertError(f"{config_path}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ConvertError(f"{config_path}: expected a JSON object, got a "
+                               f"{type(config).__name__}")
         archs = config.get("architectures") or []
         if config.get("model_type", "llama").lower() != "llama" or (
             archs and not set(archs) & LLAMA_ARCHITECTURES

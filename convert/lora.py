@@ -89,6 +89,9 @@ class Adapter:
             config = json.loads(config_path.read_text())
         except ValueError as exc:
             raise ConvertError(f"{config_path}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise ConvertError(f"{config_path}: expected a JSON object of LoRA settings, got a "
+                               f"{type(config).__name__}")
         _validate_config(config, config_path)
         tensors = _read_weights(directory)
         adapter = cls(directory, config)

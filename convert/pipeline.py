@@ -159,8 +159,9 @@ def check_disk(directory: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(directory).free
     if free < needed + DISK_MARGIN:
         raise ConvertFailed(
-            f"not enough disk space in {directory}: {what} needs about {human_bytes(needed)}, "
-            f"{human_bytes(free)} free; free some space or choose another -o directory"
+            f"not enough disk space in {directory}: {what} needs about {human_bytes(needed)} "
+            f"plus a {human_bytes(DISK_MARGIN)} safety margin, {human_bytes(free)} free; free "
+            "some space or choose another -o directory"
         )
 
 
@@ -241,6 +242,19 @@ def open_inputs(base: str | None, loras: list[str]) -> tuple[Checkpoint, list[Ad
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
+def _guard_inputs(output: Path, ckpt: Checkpoint, adapters: list[Adapter], base_spec: str,
+                  quiet: bool) -> None:
+    """Refuse an output that is an input; warn when an adapter names another base."""
+    from baize_convert.guards import base_mismatch_warning, check_output_not_input
+
+    check_output_not_input(output, [ckpt.directory, *(a.directory for a in adapters)])
+    for adapter in adapters:
+        warning = base_mismatch_warning(adapter.directory, adapter.base_model, base_spec,
+                                        ckpt.directory)
+        if warning:
+            print(f"baize-convert: {warning}", file=sys.stderr)
+
+
 def run_merge(request: MergeRequest, *, quiet: bool = False,
               progress_cb: ProgressCallback | None = None) -> MergeResult:
     """Merge, convert and (optionally) quantize; prints progress and a summary line.
@@ -257,6 +271,7 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
     check_output(output, request.force)  # before any download
     hf_out = check_hf_out(request.hf_out, output, request.force)
     ckpt, adapters = open_inputs(request.base, request.loras)
+    _guard_inputs(output, ckpt, adapters, request.base or str(ckpt.directory), quiet)
     if hf_out is not None:
         for source in [ckpt.directory, *(a.directory for a in adapters)]:
             source = source.resolve()

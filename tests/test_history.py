@@ -395,7 +395,7 @@ def test_refuses_newer_schema_and_garbage_files(tmp_path: Path) -> None:
         HistoryStore(newer)
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(OperationFailed, match="garbage.sqlite3: not a usable history database"):
+    with pytest.raises(OperationFailed, match="garbage.sqlite3: the history database is damaged"):
         HistoryStore(garbage)
 
 

@@ -154,4 +154,4 @@ def test_unusable_database_is_one_clear_line(baize_home: Path) -> None:
     db = get_paths().history_db
     db.parent.mkdir(parents=True)
     db.write_bytes(b"garbage" * 1000)
-    fails(cli("list"), 1, str(db), "not a usable history database")
+    fails(cli("list"), 1, str(db), "the history database is damaged")

@@ -189,8 +189,8 @@ def test_export_baize_bytes_and_messages_round_trip(tmp_path: Path) -> None:
 def test_quality_filters_reasons() -> None:
     assert evaluate_v1("[Human] Q\n[AI] A\n[Human] bye").ok
     assert evaluate_v1("").reason == "empty_response"
-    assert evaluate_v1("lorem ipsum gibberish").reason == "no_ai_turn"
-    assert evaluate_v1("[Human] Q without answer").reason == "no_ai_turn"
+    assert evaluate_v1("lorem ipsum gibberish").reason == "no_human_turn"
+    assert evaluate_v1("[Human] Q without answer").reason == "no_ai_part"
     assert evaluate_v1("[Human] Q\n[AI] A\n[AI] B\n[Human] x").reason == "turn_split_wrong"
     assert evaluate_v1("[Human] Q\n[Human] Q2\n[AI] A").reason == "turn_split_wrong"
     assert evaluate_v1("[Human] \n[AI] A\n[Human] x").reason == "empty_turn"

@@ -392,5 +392,5 @@ def test_failed_and_rejected_dialogues_come_back_on_a_rerun(tmp_path: Path) -> N
     assert len(set(raw_ids(out))) == len(raw_ids(out)) == 3
     failed = [json.loads(x) for x in (out / "failed.jsonl").read_text().splitlines()]
     assert [(f["reason"], f["retryable"]) for f in failed] == [("retries_exhausted", True),
-                                                               ("no_ai_turn", False)]
+                                                               ("no_human_turn", False)]
     assert summarize(out)["failed"] == summarize(out)["rejected"] == 0

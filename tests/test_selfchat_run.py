@@ -80,7 +80,7 @@ def test_429_retry_after_pauses_every_worker(server: OpenAITestServer, tmp_path:
     stats, out, _ = run_once(server, tmp_path, make_seeds(tmp_path, 12), concurrency=4)
     assert stats.rate_limited == 1 and stats.retries == 1 and len(raw_ids(out)) == 11
     # "warm-up" has no turn: rejected, and re-running would not retry it by default
-    assert stats.rejected == 1 and stats.reasons["no_ai_turn"] == 1
+    assert stats.rejected == 1 and stats.reasons["no_human_turn"] == 1
     t429 = server.requests[1].time + server.latency  # when the 429 went back to the client
     later = [r.time for r in server.requests[2:] if r.time > t429 + 0.03]
     assert later, "nobody sent a request after the 429"
@@ -127,7 +127,7 @@ def test_retries_exhausted_then_resume_retries_failed(server: OpenAITestServer, 
 def test_gibberish_is_rejected_with_reasons(server: OpenAITestServer, tmp_path: Path) -> None:
     server.set_reply(lambda body: "lorem ipsum dolor sit amet")
     stats, out, _ = run_once(server, tmp_path, make_seeds(tmp_path, 4), concurrency=2)
-    assert stats.rejected == 4 and stats.reasons == Counter({"no_ai_turn": 4})
+    assert stats.rejected == 4 and stats.reasons == Counter({"no_human_turn": 4})
     failed = [json.loads(x) for x in (out / "failed.jsonl").read_text().splitlines()]
     assert {f["kind"] for f in failed} == {"rejected"}
     assert failed[0]["transcript"] == "lorem ipsum dolor sit amet"

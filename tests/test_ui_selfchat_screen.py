@@ -98,7 +98,7 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
                 return "\n".join(s.text for s in screen.query_one("#sc-failures", RichLog).lines)
 
             # the counter moves at once; the failure list is drawn on the screen's next tick
-            await wait_until(pilot, lambda: "no_ai_turn" in failures() or "rejected" in failures(),
+            await wait_until(pilot, lambda: "no_human_turn" in failures() or "rejected" in failures(),
                              why=failures)
 
             # pause holds new requests; resume carries on

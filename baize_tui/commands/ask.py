@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         import logging
 
+        from baize_tui.redact import RedactingFilter
+
         handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger("baize_tui")
         root.addHandler(handler)
@@ -198,9 +201,12 @@ def _turn(
               file=sys.stderr)
     out = sys.stdout
     wrote = False
+    from baize_tui.termtext import term_safe
+
+    shown = term_safe if out.isatty() else str  # model output is data, not terminal commands
     try:
         for piece in turn:
-            out.write(piece)
+            out.write(shown(piece))
             out.flush()
             wrote = True
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from pathlib import Path
 from baize_tui.config import atomic_write_text
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.history import HistoryStore, ImportFormatError, format_time
+from baize_tui.termtext import term_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,7 +84,7 @@ def _store() -> HistoryStore:
 
 
 def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+    return term_safe(" ".join((text or "").split()))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -109,7 +110,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     """Print a conversation's current thread as Markdown."""
     with _store() as store:
-        sys.stdout.write(store.export_markdown(args.id))
+        sys.stdout.write(term_safe(store.export_markdown(args.id)))
     return 0
 
 
@@ -121,7 +122,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(h) for h in hits], indent=2, ensure_ascii=False))
         return 0
     if not hits:
-        print(f"no messages match {args.query!r}", file=sys.stderr)
+        print(f"no messages match {term_safe(repr(args.query))}", file=sys.stderr)
         return 0
     for h in hits:
         title = _one_line(h.title) or "New conversation"
@@ -137,8 +138,8 @@ def run_export(args: argparse.Namespace) -> int:
             text = json.dumps(store.export_json(args.id), indent=2, ensure_ascii=False) + "\n"
         else:
             text = store.export_markdown(args.id)
-    if args.output is None:
-        sys.stdout.write(text)
+    if args.output is None:  # JSON escapes controls itself; Markdown on a terminal must not
+        sys.stdout.write(term_safe(text) if sys.stdout.isatty() else text)
         return 0
     try:
         atomic_write_text(args.output, text)
@@ -152,7 +153,7 @@ def run_import(args: argparse.Namespace) -> int:
     """Store a JSON export as a new conversation; prints the new id."""
     name = "<stdin>" if args.file == "-" else args.file
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        text = _read_import(args.file)
     except FileNotFoundError:
         raise UserError(f"{name}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -163,6 +164,8 @@ def run_import(args: argparse.Namespace) -> int:
         raise UserError(
             f"{name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except RecursionError:
+        raise UserError(f"{name}: JSON nested too deeply to be a conversation export") from None
     with _store() as store:
         try:
             new_id = store.import_json(data)
@@ -170,8 +173,27 @@ def run_import(args: argparse.Namespace) -> int:
             raise UserError(f"{name}: {exc}") from None
         title = store.get_conversation(new_id).display_title
     print(new_id)
-    print(f"imported {name} as conversation {new_id}: {title}", file=sys.stderr)
+    print(f"imported {name} as conversation {new_id}: {_one_line(title)}", file=sys.stderr)
     return 0
+
+
+def _read_import(file: str) -> str:
+    """The import document's text, refusing sizes no export reaches before reading them."""
+    from baize_tui.history_guard import MAX_IMPORT_BYTES
+
+    if file == "-":
+        text = sys.stdin.read(MAX_IMPORT_BYTES + 1)
+    else:
+        path = Path(file)
+        if path.exists() and not path.is_file():
+            raise UserError(f"{file}: not a regular file")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_IMPORT_BYTES + 1)
+        text = data.decode("utf-8")
+    if len(text) > MAX_IMPORT_BYTES:
+        raise UserError(f"{'<stdin>' if file == '-' else file}: larger than "
+                        f"{MAX_IMPORT_BYTES // 2**20} MiB; not a conversation export")
+    return text
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -186,7 +208,7 @@ def run_delete(args: argparse.Namespace) -> int:
                 )
             count = len(store.messages(args.id))
             answer = input(
-                f"Delete conversation {args.id} {conversation.display_title!r} "
+                f"Delete conversation {args.id} {term_safe(repr(conversation.display_title))} "
                 f"({count} messages)? [y/N] "
             )
             if answer.strip().lower() not in ("y", "yes"):

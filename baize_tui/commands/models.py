@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from baize_tui.formatting import human_bytes
+from baize_tui.termtext import term_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,10 +90,11 @@ def run_list(args: argparse.Namespace) -> int:
                      template, m.source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        print(term_safe("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                        .rstrip(), keep_newlines=False))  # names come from file headers
     for m in found:
         if m.broken:
-            print(f"! {m.path}: {m.error}")
+            print(term_safe(f"! {m.path}: {m.error}", keep_newlines=False))
     if any(m.is_default for m in found):
         print("* default model")
     return 0
@@ -148,7 +150,9 @@ def run_pull(args: argparse.Namespace) -> int:
     """Download a GGUF, or run a known Baize model's recipe."""
     from baize_tui import models
     from baize_tui.catalog import find_known
+    from baize_tui.model_checks import check_hub_names
 
+    check_hub_names(args.repo, args.file)
     if args.file is None and find_known(args.repo) is not None:
         plan = models.plan_recipe(args.repo, args.quant)
         print(plan.describe())
@@ -173,10 +177,14 @@ def run_pull(args: argparse.Namespace) -> int:
 
 def run_rm(args: argparse.Namespace) -> int:
     """Delete a model file."""
-    from baize_tui.models import remove_model
+    from baize_tui.models import find_model, remove_model
 
+    found = find_model(args.name).path
+    target = found.resolve() if found.is_symlink() else None
     model = remove_model(args.name)
     note = " (it was the default; none is set now)" if model.is_default else ""
+    if target is not None:
+        note += f" (a symbolic link; its target {target} was kept)"
     print(f"removed {model.path}{note}")
     return 0
 

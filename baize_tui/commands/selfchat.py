@@ -242,7 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     if stats.stop_reason not in ("finished", ""):
         print(f"stopped: {stats.stop_reason}", file=sys.stderr)
-    return 0
+    from baize_tui.selfchat.outcome import run_outcome
+
+    return run_outcome(stats, store.dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -285,4 +287,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_run(args.dir, args.format, args.output, keep_last_turn=args.keep_last_turn)
     print(f"wrote {result.written} dialogue(s) to {result.path}"
           + (f" ({result.skipped} without a kept turn)" if result.skipped else ""))
+    for warning in result.warnings:
+        print(f"baize-tui: warning: {warning} (left out of the export)", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ Generation runs in a thread and streams through ``TextIteratorStreamer``; a
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -61,7 +62,7 @@ class HFEngine(PromptEngine):
             try:
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(base)
                 model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, pickle.UnpicklingError) as exc:
                 raise UserError(f"{base}: cannot load a Hugging Face model ({exc})") from None
             if lora:
                 try:
@@ -72,7 +73,7 @@ class HFEngine(PromptEngine):
                     ) from None
                 try:
                     model = peft.PeftModel.from_pretrained(model, lora)
-                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
                     raise UserError(
                         f"{lora}: cannot load the LoRA adapter onto {base} ({exc})"
                     ) from None

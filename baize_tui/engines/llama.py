@@ -56,6 +56,9 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: model file not found")
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give the path of a .gguf file")
+    from baize_tui.model_checks import context_facts, ensure_regular_file
+
+    ensure_regular_file(path)  # a FIFO would block the open below forever
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
@@ -84,6 +87,7 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         "name": gguf_info.name or "",
         "context_length": gguf_info.context_length or 0,
         "file_type": gguf_info.file_type,
+        **context_facts(header),
     }
     if info["type"] == "adapter":
         raise UserError(
@@ -122,6 +126,9 @@ class LlamaEngine(PromptEngine):
         self.info = inspect_gguf(self.path)
         trained = self.info["context_length"] or 2048
         self._n_ctx = int(n_ctx or min(trained, max_ctx))
+        from baize_tui.model_checks import check_context_fits, load_failure
+
+        check_context_fits(self.path, self._n_ctx, self.info)
         self.n_threads = n_threads or physical_cores()
         self._lock = threading.Lock()
         self.evaluated_total = 0  # tokens decoded by this engine since load
@@ -141,10 +148,7 @@ class LlamaEngine(PromptEngine):
                     verbose=True,  # False would dup2 fds 1 and 2 to /dev/null while loading
                 )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise OperationFailed(
-                f"{self.path}: llama.cpp could not load this model ({exc}); the file may be "
-                f"damaged or from a newer llama.cpp"
-            ) from exc
+            raise OperationFailed(load_failure(self.path, exc, self._n_ctx, trained)) from exc
         llm.verbose = False  # no per-call prints or timing resets from here on
         self._llm: Any = llm
         count_evaluated(llm, self)

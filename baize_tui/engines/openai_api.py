@@ -55,6 +55,9 @@ class OpenAIEngine:
                 )
             key = NO_KEY
         self._n_ctx = n_ctx
+        from baize_tui.redact import register_secret
+
+        register_secret(key)  # a server echoing the key never gets it into logs or history
         import openai
 
         self._client = openai.OpenAI(

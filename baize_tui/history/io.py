@@ -25,6 +25,7 @@ from baize_tui.history.records import (
     _rowid,
     format_time,
 )
+from baize_tui.history_guard import check_conversation_ranges, check_message_ranges
 
 if TYPE_CHECKING:
     import sqlite3
@@ -247,6 +248,7 @@ def _validate_export(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     conversation["updated_at"] = _field(
         conv, "conversation", "updated_at", _is_number, "a number", conversation["created_at"]
     )
+    check_conversation_ranges(conversation)
 
     raw_messages = data.get("messages", [])
     if not isinstance(raw_messages, list):
@@ -289,6 +291,7 @@ def _validate_export(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 raw, where, "complete", lambda v: isinstance(v, bool), "true or false", True
             ),
         }
+        check_message_ranges(where, m)
         if m["id"] in seen:
             raise ImportFormatError(f"{where}.id: {m['id']} appears twice")
         seen.add(m["id"])

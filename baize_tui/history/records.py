@@ -13,7 +13,6 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from baize_tui.errors import UserError
@@ -214,8 +213,10 @@ def make_title(text: str) -> str | None:
 
 
 def format_time(timestamp: float) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM``."""
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    """A Unix time as local ``YYYY-MM-DD HH:MM`` (never raises on a stored odd value)."""
+    from baize_tui.history_guard import safe_time
+
+    return safe_time(timestamp)
 
 
 def fts_query(query: str, *, prefix: bool = True) -> str:
@@ -244,7 +245,12 @@ def _dumps(value: Any) -> str | None:
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):  # a damaged row is shown without its params
+        return None
 
 
 def _message(row: sqlite3.Row) -> Message:

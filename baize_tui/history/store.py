@@ -51,6 +51,7 @@ from baize_tui.history.records import (
     fts_query,
     make_title,
 )
+from baize_tui.history_guard import check_integrity, db_fault, is_store_fault
 from baize_tui.paths import get_paths
 
 # --------------------------------------------------------------------------- the store
@@ -73,21 +74,25 @@ class HistoryStore(ImportExport):
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-        except (OSError, sqlite3.Error) as exc:
-            raise OperationFailed(f"{self.path}: cannot open the history database ({exc})") from exc
+        except OSError as exc:
+            from baize_tui.safe_write import describe_os_error
+
+            raise OperationFailed(describe_os_error(self.path.parent, exc,
+                                                    "cannot open the history database")) from exc
+        except sqlite3.Error as exc:
+            raise db_fault(self.path, exc) from exc
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._retry_busy(lambda: self._db.execute("PRAGMA journal_mode = WAL").fetchone())
             self._db.execute("PRAGMA synchronous = NORMAL")
+            check_integrity(self._db, self.path)
             self._migrate()
         except BaseException as exc:
             self._db.close()
             if not isinstance(exc, sqlite3.DatabaseError):
                 raise
-            raise OperationFailed(
-                f"{self.path}: not a usable history database ({exc}); move it aside to start afresh"
-            ) from exc
+            raise db_fault(self.path, exc) from exc
 
     # ---- plumbing
 
@@ -130,32 +135,42 @@ class HistoryStore(ImportExport):
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise OperationFailed(f"{self.path}: cannot write history ({exc})") from exc
+            except sqlite3.DatabaseError as exc:
+                raise db_fault(self.path, exc) from exc
             try:
                 yield db
                 db.execute("COMMIT")
             except BaseException as exc:
                 if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
-                    raise OperationFailed(f"{self.path}: cannot write history ({exc})") from exc
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.DatabaseError:
+                        pass
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise db_fault(self.path, exc) from exc
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: several queries see one consistent snapshot."""
         with self._lock:
-            self._db.execute("BEGIN")
             try:
+                self._db.execute("BEGIN")
                 yield self._db
+            except sqlite3.DatabaseError as exc:
+                raise db_fault(self.path, exc) from exc
             finally:
                 if self._db.in_transaction:
                     self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not is_store_fault(exc):
+                    raise  # e.g. a malformed search query, reported by search()
+                raise db_fault(self.path, exc) from exc
 
     def _require_conversation(self, db: sqlite3.Connection, conversation_id: int) -> sqlite3.Row:
         row = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()

@@ -17,6 +17,7 @@ from typing import Any
 
 from baize_tui.errors import UserError
 from baize_tui.gguf_header import GGUFHeaderError, read_header
+from baize_tui.model_checks import model_problem
 from baize_tui.paths import get_paths
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -120,6 +121,9 @@ def describe(path: Path, source: str = "models") -> ModelFile:
         model.kind = "adapter" if info.kind == "adapter" else "model"
         model.n_params = info.n_params
         model.extra = {"general_name": info.name}
+        # a header without tensors (or architecture) is no model
+        model.error = model_problem({"n_tensors": info.n_tensors, "type": info.kind,
+                                     "architecture": info.architecture})
     with _cache_lock:
         _describe_cache[key] = model
     return ModelFile(**{**model.__dict__, "extra": dict(model.extra)})
@@ -240,9 +244,12 @@ def remove_model(name: str) -> ModelFile:
     """
     model = find_model(name)
     models_dir = get_paths().models_dir.resolve()
-    if not model.path.resolve().is_relative_to(models_dir):
+    # where the entry itself lives: a symbolic link in the models dir is removed (the link
+    # only, never its target), whatever it points at
+    location = model.path.absolute().parent.resolve()
+    if not location.is_relative_to(models_dir):
         where = ("the Hugging Face cache (use `hf cache delete`)" if model.source.startswith("hf:")
-                 else str(model.path.parent))
+                 else str(location))
         raise UserError(f"{model.path} is not in the models directory ({models_dir}) but in "
                         f"{where}; delete it there yourself")
     was_default = model.is_default

@@ -235,7 +235,8 @@ def _prepare_partial(dest: Path, state: dict[str, Any], size: int | None
 
         raise OperationFailed(
             f"not enough disk space in {models_dir}: {dest.name} needs "
-            f"{human_bytes(size - have)} more, {human_bytes(_free_bytes(models_dir))} free"
+            f"{human_bytes(size - have)} more plus a {human_bytes(DISK_MARGIN)} safety margin, "
+            f"{human_bytes(_free_bytes(models_dir))} free"
         )
     state_file.write_text(json.dumps(state))
     return partial, state_file, have
@@ -303,6 +304,9 @@ def pull_gguf(repo: str, filename: str, *, revision: str = "main",
     verifies the sha256 (LFS files) or git blob id against the hub's etag, and renames the
     file into place only then. A checksum mismatch or a full disk deletes the partial file.
     """
+    from baize_tui.model_checks import check_hub_names
+
+    check_hub_names(repo, filename)
     if not filename.lower().endswith(".gguf"):
         raise UserError(f"{filename}: only .gguf files can be pulled; for Hugging Face weights "
                         "use `baize-convert merge`")

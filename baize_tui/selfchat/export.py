@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class ExportResult:
     path: Path
     written: int
     skipped: int
+    warnings: list[str] = field(default_factory=list)  # damaged raw.jsonl lines left out
 
 
 def record_turns(record: dict[str, Any], *, keep_last_turn: bool = False) -> list[tuple[str, str]]:
@@ -90,4 +91,5 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str, *,
         atomic_write_text(output, text)
     except OSError as exc:
         raise OperationFailed(f"{output}: cannot write ({exc.strerror or exc})") from None
-    return ExportResult(output, written, len(records) - written)
+    damaged = [w for w in store.warnings if w.startswith(store.raw_path.name)]
+    return ExportResult(output, written, len(records) - written, damaged)

@@ -26,6 +26,7 @@ from typing import Any
 
 from baize_tui.config import atomic_write_text
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.redact import scrub
 
 RAW = "raw.jsonl"
 FAILED = "failed.jsonl"
@@ -93,6 +94,7 @@ class JsonlAppender:
         """Write one record as one line."""
         if self._fd is None:
             raise OperationFailed(f"{self.path}: already closed")
+        record = scrub(record)  # no registered key or URL credential reaches the file
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         view = memoryview(data)
         try:

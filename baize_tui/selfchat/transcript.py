@@ -10,16 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from baize_tui.selfchat.templates import AI_TAG, BAIZE_AI, BAIZE_HEADER, BAIZE_HUMAN, HUMAN_TAG
+from baize_tui.selfchat.turn_checks import REASON_SPEAKER_LABEL, speaker_label_problem
 
 # Quality-filter reasons (the keys counted in ``status`` and written to failed.jsonl).
 REASON_EMPTY = "empty_response"
-REASON_NO_AI = "no_ai_turn"
+REASON_NO_HUMAN = "no_human_turn"  # the reply has no [Human] tag at all
+REASON_NO_AI = "no_ai_part"  # a [Human] part but no [AI] part
+REASON_NO_TURN = "no_complete_turn"  # nothing left that is a whole (human, AI) turn
 REASON_SPLIT = "turn_split_wrong"
 REASON_EMPTY_TURN = "empty_turn"
 REASON_AI_HAS_HUMAN = "ai_turn_contains_human"
 REASON_TOO_SHORT = "too_few_turns"
-REASONS = (REASON_EMPTY, REASON_NO_AI, REASON_SPLIT, REASON_EMPTY_TURN, REASON_AI_HAS_HUMAN,
-           REASON_TOO_SHORT)
+REASONS = (REASON_EMPTY, REASON_NO_HUMAN, REASON_NO_AI, REASON_NO_TURN, REASON_SPLIT,
+           REASON_EMPTY_TURN, REASON_AI_HAS_HUMAN, REASON_SPEAKER_LABEL, REASON_TOO_SHORT)
 
 # Tags that must not appear inside a turn (leaked transcript or chat-format markers).
 _HUMAN_MARKERS = (HUMAN_TAG, "[|Human|]")
@@ -78,7 +81,7 @@ def parse_transcript(transcript: str) -> ParseResult:
         return ParseResult(reason=REASON_EMPTY, detail="the model returned no text")
     chunks = transcript.split(HUMAN_TAG)[1:]
     if not chunks:
-        return ParseResult(reason=REASON_NO_AI, detail="no [Human] turn in the reply")
+        return ParseResult(reason=REASON_NO_HUMAN, detail="no [Human] turn in the reply")
     turns: list[tuple[str, str]] = []
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
@@ -99,7 +102,7 @@ def parse_transcript(transcript: str) -> ParseResult:
 def check_turns(turns: list[tuple[str, str]], *, min_turns: int = 1) -> tuple[str | None, str]:
     """Quality filters over parsed turns: ``(reason, detail)``, reason ``None`` when kept."""
     if not turns:
-        return REASON_NO_AI, "no complete [Human]/[AI] turn"
+        return REASON_NO_TURN, "no complete [Human]/[AI] turn"
     for i, (human, ai) in enumerate(turns, 1):
         if not human or not ai:
             side = "human" if not human else "AI"
@@ -108,6 +111,9 @@ def check_turns(turns: list[tuple[str, str]], *, min_turns: int = 1) -> tuple[st
             return REASON_AI_HAS_HUMAN, f"turn {i}: the AI part contains a [Human] tag"
         if any(m in ai for m in _AI_MARKERS) or any(m in human for m in _AI_MARKERS + _HUMAN_MARKERS):
             return REASON_SPLIT, f"turn {i}: a turn contains a leaked tag"
+    label = speaker_label_problem(turns)
+    if label is not None:
+        return REASON_SPEAKER_LABEL, label
     if len(turns) < min_turns:
         return REASON_TOO_SHORT, f"{len(turns)} turn(s), fewer than --min-turns {min_turns}"
     return None, ""

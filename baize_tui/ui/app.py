@@ -14,7 +14,10 @@ import asyncio
 import gc
 import importlib
 import logging
+import os
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,8 @@ class BaizeApp(App[None]):
         self.reopen_last = bool(self.config.get("ui", {}).get("reopen_last", True)
                                 if reopen_last is None else reopen_last)
         self._persist_theme = False
+        #: set at the end of unmount (the SIGTERM path waits for it before ending the process)
+        self.unmounted = threading.Event()
         #: generations running in threads: (cancel event, future of the thread)
         self.running_turns: set[tuple[threading.Event, asyncio.Future[None]]] = set()
 
@@ -266,6 +271,7 @@ class BaizeApp(App[None]):
             self.history.close()
         gc_pacer.reset()
         gc.unfreeze()
+        self.unmounted.set()
 
     # ------------------------------------------------------------------ the model
 
@@ -374,11 +380,49 @@ class BaizeApp(App[None]):
                 yield SystemCommand(title, help_text, callback)
 
 
+def _exit_after_unmount(app: BaizeApp, code: int) -> None:
+    """After SIGTERM/SIGHUP: once the app has unmounted (replies saved, terminal about to be
+    restored), end the process even if a generation thread is stuck in a stalled read, which
+    asyncio's shutdown would otherwise wait for."""
+    from baize_tui.stream_saver import flush_all
+
+    app.unmounted.wait(timeout=60)
+    time.sleep(1.0)  # grace for Textual to restore the terminal and return normally
+    flush_all(timeout=2.0)
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
+
+
 def run() -> int:
     """Run the app until the user quits; returns the exit status.
 
     (``baize-tui`` has already sent logging to the log file; nothing is printed over the UI.)
     """
+    from baize_tui.faults import Terminated
+    from baize_tui.shutdown import install_termination_handlers
+
     app = BaizeApp()
+
+    def on_signal(signum: int) -> None:  # replies were flushed; leave through Textual
+        loop = getattr(app, "_loop", None)
+        if loop is None or not loop.is_running():
+            raise Terminated(signum)
+        loop.call_soon_threadsafe(app.exit, None, 128 + signum)
+        threading.Thread(target=_exit_after_unmount, args=(app, 128 + signum), daemon=True,
+                         name="exit-after-signal").start()
+
+    install_termination_handlers(on_signal)
     app.run()
+    code = int(app.return_code or 0)
+    if code > 128:  # SIGTERM/SIGHUP: the terminal is restored and every reply saved; a
+        # generation thread stuck in a stalled read must not hold the exit (atexit joins it)
+        from baize_tui.stream_saver import flush_all
+
+        flush_all(timeout=2.0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return int(app.return_code or 0)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from baize_tui.redact import register_secret
 from baize_tui.selfchat import templates as tpl
 from baize_tui.selfchat.runner.client import (
     CallResult,
@@ -57,6 +58,7 @@ class SelfChatRunner:
         self.config = config
         self.store = store
         self._api_key = api_key
+        register_secret(api_key)  # scrubbed from everything the run writes and logs
         self._client = client
         self.on_event = on_event
         self.stats = RunStats()

@@ -1,0 +1,112 @@
+"""Hardening, the command line: a closed pipe ends a command quietly, environment faults
+(disk full, read-only, no permission, a refused pickle) are one line, SIGTERM exits 143."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from baize_tui.errors import run_reporting_errors
+from baize_tui.history import HistoryStore
+
+BIN = Path(sys.executable).parent / "baize-tui"
+
+
+@pytest.fixture(scope="module")
+def big_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """More output than a pipe buffers (64 KiB), so the writer does meet the closed pipe."""
+    path = tmp_path_factory.mktemp("big-history") / "history.sqlite3"
+    with HistoryStore(path) as store:
+        big = store.create_conversation(system_prompt="", model="m", params={})
+        store.add_message(big, parent_id=None, role="user", text="question long " * 30_000)
+        for i in range(1500):
+            cid = store.create_conversation(system_prompt="", model="m", params={},
+                                            title=f"conversation {i} " + "x" * 70)
+            if i < 60:
+                store.add_message(cid, parent_id=None, role="user", text=f"question {i} " * 20)
+    return path
+
+
+@pytest.fixture
+def many_conversations(big_history: Path, baize_home: Path) -> None:
+    import shutil
+
+    from baize_tui.paths import get_paths
+
+    db = get_paths().history_db
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(big_history, db)
+
+
+@pytest.mark.parametrize("args", [["history", "list"], ["history", "show", "1"],
+                                  ["history", "search", "question"], ["paths"]])
+def test_a_closed_pipe_ends_quietly(many_conversations: None, args: list[str]) -> None:
+    """``baize-tui … | head -1``: the reader goes away after one line."""
+    proc = subprocess.Popen([str(BIN), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read() if proc.stderr else b""
+    proc.wait(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+    assert b"Exception ignored" not in err
+    assert proc.returncode in (0, 141)
+
+
+@pytest.mark.parametrize(("exc", "words"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/data/out.gguf"), ["/data/out.gguf", "full"]),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/x"), ["/ro/x", "read-only"]),
+    (PermissionError(errno.EACCES, "Permission denied", "/p/y"), ["/p/y", "permission denied"]),
+    (pickle.UnpicklingError("Weights only load failed: GLOBAL os.system"), ["refused", "pickle"]),
+    (RecursionError("maximum recursion depth exceeded"), ["nested too deeply"]),
+])
+def test_environment_faults_are_one_line(capsys: pytest.CaptureFixture[str], exc: BaseException,
+                                         words: list[str]) -> None:
+    def action() -> int:
+        raise exc
+
+    assert run_reporting_errors("baize-tui", action) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("baize-tui: error: ")
+    for word in words:
+        assert word in err[0]
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    def action() -> int:
+        raise ZeroDivisionError("a real bug")
+
+    with pytest.raises(ZeroDivisionError):
+        run_reporting_errors("baize-tui", action)
+
+
+def test_sigterm_during_a_selfchat_run_saves_and_exits_143(tmp_path: Path) -> None:
+    from openai_server import OpenAITestServer
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("".join(f"topic {i}\n" for i in range(50)))
+    out = tmp_path / "run"
+    with OpenAITestServer(reply="[Human] q [AI] a [Human] bye", latency=0.2) as server:
+        proc = subprocess.Popen(
+            [str(BIN), "selfchat", "run", "--seeds", str(seeds), "--out", str(out), "--model",
+             "m", "--base-url", server.base_url, "--concurrency", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        raw = out / "raw.jsonl"
+        import time
+
+        deadline = time.monotonic() + 60
+        while not (raw.exists() and raw.read_text().count("\n") >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "no dialogue finished"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert proc.returncode in (130, 143), err
+    done = raw.read_text().count("\n")
+    assert 2 <= done < 50  # kept what was finished; re-running resumes
