@@ -39,7 +39,7 @@ from baize_tui.paths import get_paths
 from baize_tui.train.settings import TrainConfig
 
 WORKER_MODULE = "baize_tui.train.worker"
-ACTIVE_STATES = ("starting", "loading_dataset", "loading_model", "training", "evaluating",
+ACTIVE_STATES = ("starting", "checking_base", "loading_dataset", "loading_model", "training", "evaluating",
                  "saving", "stopping")
 FINAL_STATES = ("completed", "stopped", "cancelled", "error", "killed", "dead")
 # Exit status of ``train run --wait`` (and of the worker) per final state.
@@ -422,16 +422,17 @@ def check_base(base: str) -> None:
     if config is None:
         raise UserError(f"{base}: no readable config.json; is this a Hugging Face checkpoint?")
     check_llama_config(config, base)
+    from baize_tui.train.plan import preflight_convertible
+
+    preflight_convertible(str(path))  # tokenizer and tensors too, before any training step
 
 
 def check_llama_config(config: dict[str, Any], base: str) -> None:
-    """Raise :class:`UserError` unless the model config describes a LLaMA."""
-    model_type = str(config.get("model_type", "")).lower()
-    archs = [str(a).lower() for a in config.get("architectures") or []]
-    if model_type != "llama" and not any("llama" in a for a in archs):
-        kind = model_type or (archs[0] if archs else "unknown")
-        raise UserError(f"{base}: not a LLaMA model ({kind}); Baize fine-tuning and "
-                        "baize-convert support LLaMA-architecture bases only")
+    """Raise :class:`UserError` unless the model config is in the LLaMA family that
+    baize-convert can turn into a GGUF (LLaMA 1/2/3, TinyLlama, SmolLM, Mistral 7B)."""
+    from baize_convert.checkpoint import check_family
+
+    check_family(config, Path(base) / "config.json")
 
 
 def _resolve_gpus(config: TrainConfig) -> int:

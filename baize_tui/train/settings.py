@@ -50,7 +50,8 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: list[str] | str = field(default_factory=lambda: list(BAIZE_TARGET_MODULES))
+    # auto: Baize's six for LLaMA-1, every projection for newer bases (train/plan.py)
+    target_modules: list[str] | str = "auto"
     # optimisation
     learning_rate: float = 2e-4
     lr_scheduler: str = "linear"
@@ -166,8 +167,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
-        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
-            raise UserError("--target-modules takes 'all-linear' or a comma-separated list")
+        if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear", "auto"):
+            raise UserError("--target-modules takes auto, 'all-linear' or a comma-separated list")
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise UserError("--target-modules is empty")
         if self.batch_size % self.micro_batch_size:
@@ -206,7 +207,7 @@ def _coerce(key: str, value: Any, current: Any, source: str) -> Any:
             return list(value)
         raise bad("a file name or a list of them")
     if key == "target_modules":
-        if value == "all-linear":
+        if value in ("all-linear", "auto"):
             return value
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
