@@ -104,6 +104,22 @@ def test_llama3_logits_directly_and_rope_freqs_matter(family, tmp_path, monkeypa
     assert np.abs(bad - ref).max() / np.abs(ref).max() > 5e-2
 
 
+@pytest.mark.parametrize("shape", ["llama3", "smollm"])
+def test_hf_out_of_tied_and_rope_scaled_bases_loads_in_transformers(family, tmp_path, shape) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from baize_convert.verify import load_reference_model
+
+    hf_out = tmp_path / "merged-hf"
+    merge(tmp_path, family[shape], [family[f"lora_{shape}"]], "f16", hf_out=hf_out)
+    ids = torch.tensor([[5, 60, 70, 80, 90, 100, 110, 120] * 4])
+    with torch.no_grad():
+        ours = AutoModelForCausalLM.from_pretrained(hf_out, dtype=torch.float32)(ids).logits
+        ref = load_reference_model(family[shape], [family[f"lora_{shape}"]])(ids).logits
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_tied_embeddings_have_no_output_tensor(family, tmp_path) -> None:
     out = merge(tmp_path, family["smollm"], [family["lora_smollm"]], "f16")
     names = {t.name for t in open_header(out).tensors}
