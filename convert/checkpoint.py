@@ -198,9 +198,9 @@ def check_family(config: dict[str, Any], path: Path) -> None:
     if model_type not in LLAMA_MODEL_TYPES or (archs and not set(archs) & LLAMA_ARCHITECTURES):
         named = ", ".join(archs) or model_type
         raise ConvertError(
-            f"{path}: architecture {named} is not supported; baize-convert handles the LLaMA "
-            "family (LlamaForCausalLM: LLaMA 1/2/3, TinyLlama, SmolLM; MistralForCausalLM: "
-            "Mistral 7B)"
+            f"{path}: architecture {named} is not LLaMA and is not supported; baize-convert "
+            "handles the LLaMA family (LlamaForCausalLM: LLaMA 1/2/3, TinyLlama, SmolLM; "
+            "MistralForCausalLM: Mistral 7B)"
         )
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise ConvertError(f"{path}: attention_bias/mlp_bias LLaMA variants are not supported")

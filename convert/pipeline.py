@@ -226,7 +226,7 @@ def temporary_output(final: Path, tag: str = "partial") -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def check_vocab_loads(path: Path, final: Path, progress_cb: ProgressCallback | None = None) -> None:
+def check_vocab_loads(path: Path, final: Path) -> None:
     """Load the written vocabulary in llama.cpp (in a child process); fail if it cannot.
 
     ``path`` is the temporary file: on failure the caller's cleanup deletes it, so a file
@@ -234,8 +234,6 @@ def check_vocab_loads(path: Path, final: Path, progress_cb: ProgressCallback | N
     """
     from baize_convert.probe import probe_vocab
 
-    if progress_cb is not None:
-        progress_cb("checking the vocabulary in llama.cpp", 0, None)
     result = probe_vocab(path)
     if not result.ok:
         raise ConvertFailed(
@@ -352,7 +350,7 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
             tmp.unlink()
             quant_tmp.rename(tmp)
         self_check(tmp, qt, len(plans))
-        check_vocab_loads(tmp, output, progress_cb)
+        check_vocab_loads(tmp, output)
         os.replace(tmp, output)
         if hf_writer and hf_tmp is not None and hf_out is not None:
             hf_writer.finish(vocab.bos_id, vocab.eos_id)

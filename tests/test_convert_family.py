@@ -239,9 +239,9 @@ def test_unsupported_architecture_is_refused_by_name(family, tmp_path) -> None:
         (d / "config.json").write_text(json.dumps(config))
 
     base = _copy_with(family["smollm"], tmp_path, edit)
-    with pytest.raises(ConvertError, match="Qwen2ForCausalLM is not supported"):
+    with pytest.raises(ConvertError, match="Qwen2ForCausalLM is not LLaMA and is not supported"):
         run_merge(MergeRequest(base=str(base), loras=[], output=tmp_path / "x.gguf"), quiet=True)
-    with pytest.raises(UserError, match="Qwen2ForCausalLM"):
+    with pytest.raises(UserError, match="not a LLaMA model"):
         check_base(str(base))
 
 

@@ -432,7 +432,15 @@ def check_llama_config(config: dict[str, Any], base: str) -> None:
     baize-convert can turn into a GGUF (LLaMA 1/2/3, TinyLlama, SmolLM, Mistral 7B)."""
     from baize_convert.checkpoint import check_family
 
-    check_family(config, Path(base) / "config.json")
+    model_type = str(config.get("model_type", "")).lower()
+    archs = [str(a).lower() for a in config.get("architectures") or []]
+    if model_type not in ("llama", "mistral") and not any("llama" in a or "mistral" in a
+                                                          for a in archs):
+        kind = model_type or (archs[0] if archs else "unknown")
+        raise UserError(f"{base}: not a LLaMA model ({kind}); Baize fine-tuning and "
+                        "baize-convert support LLaMA-family bases only (LLaMA 1/2/3, TinyLlama, "
+                        "SmolLM, Mistral 7B)")
+    check_family(config, Path(base) / "config.json")  # rope scaling, biases, exact names
 
 
 def _resolve_gpus(config: TrainConfig) -> int:
