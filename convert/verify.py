@@ -9,6 +9,7 @@ on the file's quant type (see ``BOUNDS``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -90,9 +91,9 @@ def _require_train_extra() -> None:
         ) from None
 
 
-def reference_tokenizers(hf_dir: Path) -> dict[str, object]:
+def reference_tokenizers(hf_dir: Path) -> dict[str, Callable[[str], list[int]]]:
     """Callables str -> ids (with BOS) for sentencepiece and transformers, where available."""
-    out: dict[str, object] = {}
+    out: dict[str, Callable[[str], list[int]]] = {}
     if (hf_dir / "tokenizer.model").exists():
         import sentencepiece as spm
 

@@ -94,3 +94,16 @@ def test_ask_still_works_on_a_good_bpe_model(broken_and_good, capsys) -> None:
     _, good = broken_and_good
     assert main(["ask", "--model", str(good), "--no-history", "-n", "4", "--seed", "1",
                  "Hello"]) == 0
+
+
+async def test_the_app_refuses_the_file_with_a_message(broken_and_good) -> None:
+    from ui_helpers import wait_until
+
+    from baize_tui.ui.app import BaizeApp
+
+    broken, _ = broken_and_good
+    app = BaizeApp(model=str(broken))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.model_state == "error", what="load refused")
+        assert "cannot use this model's vocabulary" in app.model_error
+        assert app.is_running
