@@ -424,6 +424,11 @@ def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype
             writer.write_tensors_to_file()
         finally:
             writer.close()
+        # An adapter has no vocabulary to probe; check that it reads back as what was meant.
+        header = open_header(tmp)
+        if header.get(gguf.Keys.Adapter.TYPE) != "lora" or \
+                len(header.tensors) != 2 * len(adapter.pairs):
+            raise ConvertFailed(f"{output}: not written: the adapter did not read back whole")
         os.replace(tmp, output)
     if not quiet:
         print(f"wrote {output} (LoRA adapter, {len(adapter.pairs)} modules, r={adapter.r}, "
