@@ -125,6 +125,7 @@ def test_status_and_list_commands(finished: Run, capsys, monkeypatch: pytest.Mon
     assert main(["train", "status", str(finished.dir)]) == 0
     out = capsys.readouterr().out
     assert "completed" in out and f"{MAX_STEPS}/{MAX_STEPS}" in out and "adapter" in out
+    assert "useful" in out and "raw" in out and "padding" in out
     assert main(["train", "list"]) == 0
     assert str(finished.dir) in capsys.readouterr().out
     assert main(["train", "resume", str(finished.dir)]) == 2
@@ -305,3 +306,56 @@ def test_out_of_memory_is_reported_with_settings_to_lower() -> None:
     assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't "
                                 "allocate memory"))[0]
     assert not _is_oom(ValueError("shapes differ"))[0]
+
+
+
+def test_packed_run_resumes_in_order_and_matches_the_padded_run(tiny: dict[str, Path],
+                                                                 data_file: Path,
+                                                                 tmp_path: Path) -> None:
+    """--packing trains the same micro-batches as padding does (same samples, same losses within
+    float order, no padding), and a stop + resume neither repeats nor skips a sample. LoRA
+    dropout is off: its random masks depend on the batch's shape, so they differ by design."""
+    def args(out: Path) -> list[str]:
+        found = run_args(tiny, data_file, out) + ["--lora-dropout", "0"]
+        found[found.index("--max-steps") + 1] = "10"
+        return found
+
+    padded = Run(tmp_path / "padded")
+    assert main(args(padded.dir) + ["--wait"]) == 0, padded.log_file.read_text()[-3000:]
+    run = Run(tmp_path / "packed")
+    assert main(args(run.dir) + ["--packing"]) == 0
+    assert main(["train", "stop", str(run.dir), "--at-step", "4", "--timeout", "120"]) == 0
+    assert run.status()["state"] == "stopped", run.log_file.read_text()[-3000:]
+    assert main(["train", "resume", str(run.dir), "--wait"]) == 0, run.log_file.read_text()[-3000:]
+    assert "packing: padding-free micro-batches" in run.log_file.read_text()
+    records = train_records(run)
+    reference = train_records(padded)
+    assert [r["step"] for r in records] == list(range(1, 11))
+    assert [r["start_step"] for r in records] == [0] * 4 + [4] * 6
+    assert [r["samples"] for r in records] == [r["samples"] for r in reference]
+    for mine, ref in zip(records, reference, strict=True):
+        assert mine["loss"] == pytest.approx(ref["loss"], rel=1e-4), mine["step"]
+        assert mine["padding_fraction"] == 0.0 and ref["padding_fraction"] > 0
+        assert mine["useful_tokens_per_s"] == mine["raw_tokens_per_s"] > 0
+    assert records[-1]["tokens_seen"] == reference[-1]["tokens_seen"]
+
+
+def test_length_grouped_run_resumes_in_order(tiny: dict[str, Path], data_file: Path,
+                                              tmp_path: Path) -> None:
+    """--group-by-length: a stopped and resumed run trains the same samples at every step as
+    an uninterrupted one (the length-grouped order is drawn again identically on resume)."""
+    def args(out: Path) -> list[str]:
+        found = run_args(tiny, data_file, out) + ["--group-by-length"]
+        found[found.index("--max-steps") + 1] = "6"
+        return found
+
+    whole = Run(tmp_path / "whole")
+    assert main(args(whole.dir) + ["--wait"]) == 0, whole.log_file.read_text()[-3000:]
+    run = Run(tmp_path / "stopped")
+    assert main(args(run.dir)) == 0
+    assert main(["train", "stop", str(run.dir), "--at-step", "3", "--timeout", "120"]) == 0
+    assert main(["train", "resume", str(run.dir), "--wait"]) == 0, run.log_file.read_text()[-3000:]
+    records, reference = train_records(run), train_records(whole)
+    assert [r["start_step"] for r in records] == [0] * 3 + [3] * 3
+    assert [r["samples"] for r in records] == [r["samples"] for r in reference]
+    assert all(r["padding_fraction"] < 0.1 for r in reference)  # grouped: little padding

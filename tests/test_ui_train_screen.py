@@ -58,6 +58,7 @@ async def test_launch_watch_and_reattach(tiny: dict[str, Path], tmp_path: Path) 
         screen.query_one("#tr-preset", Select).value = "baize-7b-a100"
         await pilot.pause(0.1)
         assert screen.query_one("#tr-micro-batch-size", Input).value == "32"
+        assert screen.query_one("#tr-batching", Select).value == "packing"
         screen.query_one("#tr-preset", Select).value = "baize"
         await pilot.pause(0.1)
         values = {"base": str(tiny["llama"]), "data": str(data), "out": str(out),
@@ -98,6 +99,7 @@ async def test_launch_watch_and_reattach(tiny: dict[str, Path], tmp_path: Path) 
         status = text_of(screen, "#tr-status")
         assert f"state completed   step {STEPS}/{STEPS}" in status
         assert "tokens/s" in status
+        assert "useful tokens/s" in status and "padding" in status
         assert screen.query_one("#tr-log", Log).line_count > 0
         assert not screen.query_one("#tr-convert", Button).disabled
         assert screen.query_one("#tr-stop", Button).disabled

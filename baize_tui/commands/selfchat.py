@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from baize_tui.commands.argtypes import positive_float, positive_int
+from baize_tui.commands.selfchat_batch import add_run_options as add_batch_options
+from baize_tui.commands.selfchat_batch import register_cancel
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 
@@ -76,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     misc.add_argument("--force", action="store_true",
                       help="resume even though the settings differ from the run's")
     misc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_batch_options(r)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="summarize a run directory")
@@ -91,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--keep-last-turn", action="store_true",
                    help="keep the transcript's last turn (preprocess.py drops it)")
     e.set_defaults(func=cmd_export)
+    register_cancel(sub)
 
 
 
@@ -141,9 +145,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     seeds_info = {"source": args.seeds, "field": args.seed_field, "shuffle": args.shuffle,
                   "shard": args.shard, "limit": args.limit}
+    if not args.batch:
+        from baize_tui.selfchat.batch_ops import open_job_count
+
+        if open_job_count(args.out):
+            raise UserError(f"{args.out} has open batch jobs: add --batch to collect them (or "
+                            "`selfchat cancel` them first); a live run would pay for them twice")
     store = open_run(args.out, run_config, seeds, seeds_info=seeds_info, force=args.force)
     for warning in store.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
+    if args.batch:
+        from baize_tui.commands.selfchat_batch import run_batch
+
+        return run_batch(args, run_config, seeds, store, api_key, config)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -256,6 +270,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"  {reason}: {count}")
     for warning in info["warnings"]:
         lines.append(f"warning: {warning}")
+    if info.get("batch"):
+        from baize_tui.commands.selfchat_batch import batch_status_lines
+
+        lines += batch_status_lines(info["batch"])
     print("\n".join(lines))
     return 0
 

@@ -31,6 +31,7 @@ _FLAG_FIELDS = {
     "target_modules": "target_modules", "scheduler": "lr_scheduler", "load_in": "load_in",
     "precision": "precision", "num_gpus": "num_gpus", "eval_steps": "eval_steps",
     "save_steps": "save_steps", "save_total_limit": "save_total_limit", "template": "template",
+    "packing": "packing", "group_by_length": "group_by_length", "kernels": "kernels",
 }
 
 
@@ -102,6 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="faster, but needs more memory")
     hw.add_argument("--num-gpus", type=non_negative_int, metavar="N",
                     help="GPUs to use (default: all visible; >1 goes through accelerate launch)")
+    tp = r.add_argument_group("throughput")
+    tp.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                    help="padding-free batches: each micro-batch is one row, attention kept "
+                         "inside each sample (FlashAttention varlen on CUDA with flash-attn, "
+                         "per-sample SDPA elsewhere); same batches, no compute on padding")
+    tp.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
+                    help="unpacked batches of similar lengths (less padding; changes the order)")
+    tp.add_argument("--kernels", choices=("liger",), default=None,
+                    help="fused Liger kernels (optional: pip install 'baize-tui[kernels]', CUDA)")
     ck = r.add_argument_group("checkpoints")
     ck.add_argument("--eval-steps", type=positive_int, metavar="N", help="evaluate every N steps (200)")
     ck.add_argument("--save-steps", type=positive_int, metavar="N",
@@ -186,6 +196,14 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def throughput_text(record: dict[str, Any]) -> str:
+    """``useful N tokens/s, raw M tokens/s, padding P%`` from a metrics record or summary."""
+    pad = record.get("padding_fraction")
+    return (f"useful {_fmt(record.get('useful_tokens_per_s'), '.0f')} tokens/s, raw "
+            f"{_fmt(record.get('raw_tokens_per_s'), '.0f')} tokens/s, padding "
+            f"{'-' if pad is None else format(100 * pad, '.1f') + '%'}")
+
+
 def follow(directory: str) -> int:
     """Show a progress bar until the run ends; returns its exit status."""
     from rich.console import Console
@@ -229,9 +247,11 @@ def follow(directory: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Start a run."""
+    from baize_tui.train.packing import require_kernel_package
     from baize_tui.train.runs import start_run
 
     config = resolve_config(args)
+    require_kernel_package(config.kernels)
     run = start_run(config, args.out, force=args.force)
     info = run.info()
     via = f" via accelerate on {info.get('num_gpus')} GPUs" if info.get("launcher") == "accelerate" else ""
@@ -261,6 +281,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"lr         {_fmt(info['lr'], '.2e')}",
         f"speed      {_fmt(info['tokens_per_s'], '.0f')} tokens/s"
         + (f", {info['mem_reserved_mb']:.0f} MiB GPU reserved" if info["mem_reserved_mb"] else ""),
+        f"throughput {throughput_text(info)}",
         f"eta        {fmt_eta(info['eta_s'])}",
         f"checkpoint {info['checkpoint'] or '-'}",
         f"adapter    {info['adapter'] or '-'}",

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from baize_tui.errors import UserError
+from baize_tui.selfchat.batch_ops import batch_summary
 from baize_tui.selfchat.runner import (
     DEFAULT_BASE_URL,
     Event,
@@ -149,6 +150,7 @@ def summarize(run_dir: Path | str) -> dict[str, Any]:
             "avg_turns": round(sum(turns) / len(turns), 2) if turns else 0.0,
             "updated": state.get("updated"),
             "warnings": store.warnings,
+            "batch": batch_summary(run_dir),
         }
     finally:
         store.close()

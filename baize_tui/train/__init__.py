@@ -15,6 +15,9 @@ Modules:
     the run directory and its files (``config.toml``, ``run.json``, ``status.json``,
     ``metrics.jsonl``, ``control.json``, ``train.log``); start, stop, resume, list, and
     incremental readers for a UI. This is the headless API the TUI screen uses.
+``packing``
+    ``--packing``: padding-free micro-batches, attention kept inside each sample (FlashAttention
+    varlen or per-sample SDPA), the isolation probe; ``--group-by-length``, ``--kernels``.
 ``worker``
     ``python -m baize_tui.train.worker --run DIR``: the trainer process itself
     (transformers ``Trainer`` + peft LoRA).

@@ -68,6 +68,10 @@ class TrainConfig:
     load_in: str = ""  # "", "8bit" or "4bit" (bitsandbytes, CUDA only)
     gradient_checkpointing: bool = True
     num_gpus: int = 0  # 0: every visible GPU (accelerate launch when more than one)
+    # throughput
+    packing: bool = False  # padding-free micro-batches, attention kept inside each sample
+    group_by_length: bool = False  # micro-batches of similar lengths (less padding, unpacked)
+    kernels: str = ""  # "" or "liger" (optional fused kernels, CUDA only)
     # bookkeeping
     eval_steps: int = 200
     save_steps: int = 200
@@ -167,6 +171,11 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.kernels not in ("", "liger"):
+            raise UserError("--kernels must be liger (or empty for none)")
+        if self.packing and self.group_by_length:
+            raise UserError("--group-by-length is for unpacked batches; --packing already "
+                            "leaves no padding: use one of them")
         if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear", "auto"):
             raise UserError("--target-modules takes auto, 'all-linear' or a comma-separated list")
         if isinstance(self.target_modules, list) and not self.target_modules:
@@ -247,10 +256,11 @@ def _coerce(key: str, value: Any, current: Any, source: str) -> Any:
 PRESETS: dict[str, dict[str, Any]] = {
     "baize": {},  # Baize v1's settings with the AI-only loss
     "baize-exact": {"loss": "all", "template": "release"},  # v1 parity (bf16 instead of int8)
-    "baize-7b-a100": {"micro_batch_size": 32},
+    "baize-7b-a100": {"micro_batch_size": 32, "packing": True, "target_modules": "all-linear"},
     "baize-13b-a100": {"micro_batch_size": 16, "learning_rate": 1e-4},
     "a100-bf16": {"target_modules": "all-linear", "lora_r": 16, "lora_alpha": 32,
-                  "lr_scheduler": "cosine", "warmup_steps": 0.03, "micro_batch_size": 16},
+                  "lr_scheduler": "cosine", "warmup_steps": 0.03, "micro_batch_size": 16,
+                  "packing": True},
     "qlora-4bit": {"load_in": "4bit", "target_modules": "all-linear", "lora_r": 16,
                    "lora_alpha": 16, "lr_scheduler": "cosine", "warmup_steps": 0.03,
                    "max_grad_norm": 0.3, "micro_batch_size": 16},

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.train.packing import batch_token_counts
 from baize_tui.train.runs import EXIT_CODES, Run, check_llama_config, read_json, write_json_atomic
 from baize_tui.train.settings import TrainConfig
 
@@ -97,17 +98,30 @@ class Recorder:
     def __init__(self) -> None:
         self.sample_ids: list[int] = []
         self.tokens = 0
+        self.positions = 0  # tokens computed, padding included
 
-    def add(self, ids: list[int], tokens: int) -> None:
-        """One micro-batch trained."""
+    def add(self, ids: list[int], tokens: int, positions: int | None = None) -> None:
+        """One micro-batch trained: ``tokens`` real ones out of ``positions`` computed."""
         self.sample_ids.extend(ids)
         self.tokens += tokens
+        self.positions += tokens if positions is None else positions
 
     def take_digest(self) -> str:
         """A short hash of the samples since the last call (checks the data order on resume)."""
         blob = ",".join(map(str, self.sample_ids)).encode()
         self.sample_ids = []
         return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def throughput_fields(tokens: int, positions: int, elapsed: float) -> dict[str, Any]:
+    """Useful tokens/s (real tokens: they carry loss or context), raw tokens/s (every position
+    computed, padding included) and the padding fraction, over this launch."""
+    if elapsed <= 0:
+        return {"useful_tokens_per_s": None, "raw_tokens_per_s": None,
+                "padding_fraction": None}
+    return {"useful_tokens_per_s": round(tokens / elapsed, 1),
+            "raw_tokens_per_s": round(positions / elapsed, 1),
+            "padding_fraction": round(1 - tokens / positions, 4) if positions else None}
 
 
 def _memory_mb() -> tuple[float | None, float | None]:
@@ -141,6 +155,7 @@ def make_callback(run: Run, status: StatusWriter, metrics: MetricsWriter, record
             self.start_step = 0
             self.t0 = time.time()
             self.tokens_at_start = 0
+            self.positions_at_start = 0
             self.stop_reason: str | None = None
             self._control_mtime = 0.0
 
@@ -156,6 +171,7 @@ def make_callback(run: Run, status: StatusWriter, metrics: MetricsWriter, record
             self.start_step = state.global_step
             self.t0 = time.time()
             self.tokens_at_start = recorder.tokens
+            self.positions_at_start = recorder.positions
             status.update("training", message=f"training from step {state.global_step}",
                           step=state.global_step, max_steps=state.max_steps,
                           start_step=state.global_step, progress=state.global_step / max(1, state.max_steps))
@@ -211,11 +227,17 @@ def make_callback(run: Run, status: StatusWriter, metrics: MetricsWriter, record
                     "mem_alloc_mb": mem_alloc, "mem_reserved_mb": mem_reserved,
                     "samples": recorder.take_digest(), "time": time.time(),
                 }
+                record.update(throughput_fields(session_tokens,
+                                                recorder.positions - self.positions_at_start,
+                                                elapsed))
                 metrics.write(record)
                 status.update(throttle=True, step=state.global_step, max_steps=state.max_steps,
                               progress=round(state.global_step / max(1, state.max_steps), 4),
                               eta_s=record["eta_s"], loss=record["loss"],
-                              tokens_per_s=record["tokens_per_s"], epoch=record["epoch"])
+                              tokens_per_s=record["tokens_per_s"], epoch=record["epoch"],
+                              useful_tokens_per_s=record["useful_tokens_per_s"],
+                              raw_tokens_per_s=record["raw_tokens_per_s"],
+                              padding_fraction=record["padding_fraction"])
             if "eval_loss" in logs:
                 metrics.write({"kind": "eval", "step": state.global_step,
                                "epoch": round(state.epoch or 0.0, 4),
@@ -240,7 +262,7 @@ def _make_trainer_class(recorder: Recorder):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             ids = inputs.pop("sample_ids", None)
             if model.training and ids is not None:
-                recorder.add(ids.tolist(), int(inputs["attention_mask"].sum()))
+                recorder.add(ids.tolist(), *batch_token_counts(inputs))
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
@@ -260,7 +282,8 @@ def _precision(config: TrainConfig) -> str:
     return config.precision
 
 
-def load_model(config: TrainConfig, precision: str, local_rank: int, world: int):
+def load_model(config: TrainConfig, precision: str, local_rank: int, world: int,
+               attn_implementation: str | None = None):
     """The base model (quantized with bitsandbytes when asked) wrapped in a fresh LoRA."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -270,6 +293,8 @@ def load_model(config: TrainConfig, precision: str, local_rank: int, world: int)
     check_llama_config(hf_config.to_dict(), config.base)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if config.load_in:
         if not torch.cuda.is_available():
             raise UserError(f"--load-in {config.load_in} needs a CUDA GPU (bitsandbytes); none "
@@ -373,9 +398,21 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
     import torch
     from transformers import TrainingArguments, set_seed
 
+    from baize_tui.train.packing import (
+        PackingCollator,
+        check_isolation,
+        check_kernels,
+        choose_attention,
+        probe_tokens,
+        require_boundaries,
+        sampling_args,
+    )
+
     precision = _precision(config)
+    check_kernels(config.kernels)
+    attention = choose_attention(packing=config.packing, precision=precision)
     set_seed(config.seed)  # the LoRA A matrices are random: same seed, same run
-    model = load_model(config, precision, local_rank, world)
+    model = load_model(config, precision, local_rank, world, attention)
     if is_main:
         trainable, total = model.get_nb_trainable_parameters()
         print(f"model: {total:,} parameters, {trainable:,} trainable (LoRA r={config.lora_r}), "
@@ -424,6 +461,7 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
     )
     if config.optim:
         args_kwargs["optim"] = config.optim
+    args_kwargs.update(sampling_args(config, TrainingArguments))
     args = TrainingArguments(**args_kwargs)
 
     recorder = Recorder()
@@ -436,10 +474,16 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
                              base_tokens=base_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
         tokenizer.unk_token_id or 0)
+    collator = PackingCollator() if config.packing else Collator(pad_id, 8 if cuda else None)
     trainer = _make_trainer_class(recorder)(
-        model=model, args=args, data_collator=Collator(pad_id, 8 if cuda else None),
+        model=model, args=args, data_collator=collator,
         train_dataset=train_examples, eval_dataset=val_examples or None, callbacks=[callback])
 
+    if config.packing:  # on the training device, where the Trainer has put the model
+        impl = require_boundaries(model)
+        check_isolation(trainer.model, probe_tokens(train_examples), half=precision != "fp32")
+        print(f"packing: padding-free micro-batches, attention {impl} (isolation checked)",
+              flush=True)
     checkpoint = run.last_checkpoint() if resume else None
     if resume and checkpoint is None:
         print("no checkpoint yet: starting from step 0", flush=True)

@@ -43,6 +43,7 @@ from textual.worker import Worker, WorkerState
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
+from baize_tui.ui.selfchat_batch import BatchMixin, batch_panel_lines
 
 PRESETS = ("quora", "stackoverflow", "medquad")
 SAMPLE_SEED = "How do I make a good cup of tea?"
@@ -70,7 +71,7 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-class SelfChatScreen(Screen[None]):
+class SelfChatScreen(BatchMixin, Screen[None]):
     """Self-chat data generation: options, template preview, live run, export."""
 
     DEFAULT_CSS = """
@@ -99,6 +100,7 @@ class SelfChatScreen(Screen[None]):
     SelfChatScreen .buttons { height: auto; }
     SelfChatScreen .buttons Button { margin-right: 1; min-width: 10; }
     SelfChatScreen #sc-counters { height: auto; margin-top: 1; }
+    SelfChatScreen #sc-batch { height: auto; max-height: 10; color: $text-muted; }
     SelfChatScreen #sc-rate { height: 2; margin-bottom: 1; }
     SelfChatScreen .plot-label { color: $text-muted; margin-top: 1; }
     SelfChatScreen .buttons Label { padding: 0 1 0 0; }
@@ -148,6 +150,10 @@ class SelfChatScreen(Screen[None]):
                     with Vertical():
                         yield Label("Max turns (v2)")
                         yield Input("3", type="integer", id="sc-max-turns", compact=True)
+                yield Label("Send as")
+                yield Select([("live requests", "live"), ("Batch API: half price, <= 24 h a step",
+                                                          "batch")],
+                             value="live", allow_blank=False, id="sc-via", compact=True)
                 with Horizontal():
                     with Vertical():
                         yield Label("Concurrency")
@@ -185,6 +191,7 @@ class SelfChatScreen(Screen[None]):
                                  compact=True)
                     yield Button("Export", id="sc-export", compact=True)
                 yield Static("", id="sc-counters", markup=False)
+                yield Static("", id="sc-batch", markup=False)
                 yield Static("dialogues per minute", classes="plot-label", markup=False)
                 yield Sparkline([], id="sc-rate")
                 yield Static("", id="sc-message", markup=False)
@@ -322,6 +329,8 @@ class SelfChatScreen(Screen[None]):
                 self.query_one("#sc-seeds", Input).value = str(seeds["source"])
             if seeds.get("limit"):
                 self.query_one("#sc-limit", Input).value = str(seeds["limit"])
+            if info and info.get("batch"):
+                self.query_one("#sc-via", Select).value = "batch"
         self._draw_counters()
 
     # ------------------------------------------------------------------ running
@@ -365,6 +374,10 @@ class SelfChatScreen(Screen[None]):
                                               minimum=1),
                 max_cost=max_cost, price=price_for(model, config),
             )
+            if self._via() == "batch":
+                from baize_tui.selfchat.batch_ops import batch_discount, batch_price
+
+                run_config.price = batch_price(run_config.price, batch_discount(config))
             limit = self._number("limit", "Seed limit", int, minimum=1)
         except UserError as exc:
             self._message(str(exc), True)
@@ -425,6 +438,16 @@ class SelfChatScreen(Screen[None]):
 
         for warning in store.warnings:
             self._events.append(_Note("notice", warning))
+        if self._via() == "batch":
+            self._launch_batch(run_config, seeds, store, api_key)
+            return
+        from baize_tui.selfchat.batch_ops import open_job_count
+
+        if open_job_count(store.dir):
+            store.close()
+            self._prepare_failed(f"{store.dir} has open batch jobs: choose \"Batch API\" to "
+                                 "collect them (a live run would pay for them twice)")
+            return
         self.run_dir = Path(store.dir)
         self.runner = SelfChatRunner(run_config, seeds, store, api_key=api_key,
                                      on_event=self._events.append)
@@ -469,7 +492,7 @@ class SelfChatScreen(Screen[None]):
         running = self.running if running is None else running
         self.query_one("#sc-start", Button).disabled = running
         pause = self.query_one("#sc-pause", Button)
-        pause.disabled = not running
+        pause.disabled = not running or self.batch_mode
         pause.label = "Resume" if running and self.runner is not None and self.runner.paused \
             else "Pause"
         self.query_one("#sc-stop", Button).disabled = not running
@@ -493,6 +516,9 @@ class SelfChatScreen(Screen[None]):
         if not self.running or self.runner is None:
             return
         self.runner.stop("stopped")
+        if self.batch_mode:
+            self._message("Stopping: the jobs keep running at the provider; Start collects them.")
+            return
         self._message(f"Stopping: finishing {self.runner.stats.in_flight} dialogue(s) in flight…")
 
     async def stop_gracefully(self, timeout: float = 10.0) -> None:
@@ -553,7 +579,7 @@ class SelfChatScreen(Screen[None]):
         if events:
             self._show_events(events)
         runner = self.runner
-        if runner is not None and self.running:
+        if runner is not None and self.running and not self.batch_mode:
             now = time.monotonic()
             if now - self._last_rate_sample >= 1.0:
                 self._last_rate_sample = now
@@ -591,6 +617,11 @@ class SelfChatScreen(Screen[None]):
     def _draw_counters(self) -> None:
         counters = self.query_one("#sc-counters", Static)
         runner = self.runner
+        if self.batch_mode:
+            self._draw_batch(counters)
+            return
+        self.query_one("#sc-batch", Static).update(
+            Text("\n".join(batch_panel_lines((self.summary or {}).get("batch")))))
         if runner is not None:
             s = runner.stats
             done = s.previously_done + s.done

@@ -50,6 +50,9 @@ PRESET_LABELS: dict[str, str] = {
     "a100-bf16": "A100 bf16, all linear layers, r 16",
     "qlora-4bit": "QLoRA 4-bit (CUDA)",
 }
+# "Batches" choices: padded to the longest (default), padding-free packing, length-grouped.
+BATCHING: list[tuple[str, str]] = [("padded", "padded"), ("packed, padding-free", "packing"),
+                                   ("grouped by length", "grouped")]
 # form input id -> (TrainConfig field, type, label)
 _NUMBERS: tuple[tuple[str, str, type, str], ...] = (
     ("max-steps", "max_steps", int, "Max steps"),
@@ -185,6 +188,10 @@ class TrainScreen(Screen[None]):
                         yield Select([("none (bf16/fp16)", ""), ("8-bit", "8bit"),
                                       ("4-bit QLoRA", "4bit")], value="", allow_blank=False,
                                      id="tr-load-in", compact=True)
+                    with Vertical():
+                        yield Label("Batches")
+                        yield Select(BATCHING, value="padded", allow_blank=False,
+                                     id="tr-batching", compact=True)
                 preview = Static("Preview shows one dialogue with the trained tokens "
                                  "highlighted.", id="tr-preview", markup=False)
                 preview.border_title = "Sample"
@@ -236,6 +243,8 @@ class TrainScreen(Screen[None]):
         self.query_one("#tr-loss-mode", Select).value = config.loss
         self.query_one("#tr-load-in", Select).value = config.load_in
         self.query_one("#tr-template", Select).value = config.template
+        self.query_one("#tr-batching", Select).value = (
+            "packing" if config.packing else "grouped" if config.group_by_length else "padded")
 
     @on(Select.Changed, "#tr-preset")
     def _preset_changed(self, event: Select.Changed) -> None:
@@ -269,6 +278,9 @@ class TrainScreen(Screen[None]):
             value = self.query_one(f"#tr-{key}", Select).value
             if isinstance(value, str):
                 values[field] = value
+        batching = self.query_one("#tr-batching", Select).value
+        values["packing"] = batching == "packing"
+        values["group_by_length"] = batching == "grouped"
         config.update(values, source="the form")
         config.validate()
         return config
@@ -568,6 +580,11 @@ class TrainScreen(Screen[None]):
             f"lr {_num(last.get('lr'), '.2e')}   tokens/s {_num(last.get('tokens_per_s'), '.0f')}"
             f"   GPU memory {'-' if mem is None else f'{mem:.0f} MB'}",
         ]
+        if last.get("raw_tokens_per_s") is not None:
+            pad = last.get("padding_fraction") or 0.0
+            lines.append(f"useful tokens/s {_num(last.get('useful_tokens_per_s'), '.0f')}   "
+                         f"raw tokens/s {_num(last.get('raw_tokens_per_s'), '.0f')}   "
+                         f"padding {100 * pad:.1f}%")
         if s.get("message"):
             lines.append(str(s["message"]))
         self.query_one("#tr-status", Static).update(Text("\n".join(lines)))
