@@ -4,11 +4,13 @@ load → merge → permute → convert → write one tensor at a time."""
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -203,6 +205,62 @@ def _process(ckpt: Checkpoint, adapters: list[Adapter], job: _Job,
     return merged, encode_tensor(w, p.qtype)
 
 
+class _TensorStream:
+    """Writes each tensor's data row block by row block, exactly as
+    ``GGUFWriter.write_tensor_data`` writes a whole tensor (alignment padding before and
+    after), so a 128k-row embedding never sits encoded in memory whole.
+
+    Streaming uses the writer's own bookkeeping (``fout``, ``tensors``, ``state``,
+    ``write_padding``); on a big-endian host, or a gguf without those, blocks are gathered
+    and handed to ``write_tensor_data`` instead.
+    """
+
+    def __init__(self, writer: gguf.GGUFWriter) -> None:
+        self.writer = writer
+        self.streaming = (sys.byteorder == "little"
+                          and writer.endianess == gguf.GGUFEndian.LITTLE
+                          and all(hasattr(writer, a) for a in ("fout", "tensors", "write_padding")))
+        self.fout: Any = None
+        self.written = 0
+        self.gathered: np.ndarray | None = None
+
+    def write(self, p: TensorPlan, start: int, data: np.ndarray) -> None:
+        """One row block of ``p`` (blocks arrive in order)."""
+        if not self.streaming:
+            if self.gathered is None:
+                self.gathered = np.empty((p.shape[0], *data.shape[1:]), dtype=data.dtype)
+            self.gathered[start:start + data.shape[0]] = data
+            return
+        if self.fout is None:
+            w = self.writer
+            if w.state not in (gguf.WriterState.TI_DATA, gguf.WriterState.WEIGHTS):
+                raise ConvertError(f"tensor {p.hf_name}: the GGUF writer is not ready for data")
+            if w.fout is None:
+                raise ConvertError(f"tensor {p.hf_name}: the GGUF writer has no open file")
+            file_id = next(i for i, infos in enumerate(w.tensors) if infos)
+            self.fout = w.fout[file_id]
+            info = w.tensors[file_id].pop(next(iter(w.tensors[file_id])))
+            if info.nbytes != p.nbytes:
+                raise ConvertError(f"tensor {p.hf_name}: planned size differs from the header")
+            w.write_padding(self.fout, self.fout.tell())
+        np.ascontiguousarray(data).tofile(self.fout)
+        self.written += data.nbytes
+
+    def finish(self, p: TensorPlan) -> None:
+        """The tensor's last block was written: check its size and pad to the alignment."""
+        if not self.streaming:
+            out, self.gathered = self.gathered, None
+            if out is None or out.nbytes != p.nbytes:  # GGUFWriter only asserts this
+                raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
+            self.writer.write_tensor_data(out)
+            return
+        if self.written != p.nbytes:
+            raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
+        self.writer.write_padding(self.fout, self.written)
+        self.writer.state = gguf.WriterState.WEIGHTS
+        self.fout, self.written = None, 0
+
+
 def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Vocab,
                plans: list[TensorPlan], *, name: str, file_type: int, chat_template: str,
                on_tensor: Callable[[TensorPlan], None] | None = None,
@@ -238,7 +296,7 @@ def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Voc
 
         for _ in range(workers + 1):
             submit_next()
-        out: np.ndarray | None = None
+        sink = _TensorStream(writer)
         while pending:
             job, future = pending.popleft()
             merged, data = future.result()
@@ -246,15 +304,10 @@ def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Voc
             p = job.plan
             if hf_sink is not None and merged is not None and p.hf_name not in ckpt.generated:
                 hf_sink(p.hf_name, merged)
-            if out is None:
-                out = np.empty((p.shape[0], *data.shape[1:]), dtype=data.dtype)
-            out[job.start:job.stop] = data
+            sink.write(p, job.start, data)
             del merged, data
             if job.last:
-                if out.nbytes != p.nbytes:  # GGUFWriter only asserts this
-                    raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
-                writer.write_tensor_data(out)
-                out = None
+                sink.finish(p)
                 if on_tensor is not None:
                     on_tensor(p)
     finally:
