@@ -159,11 +159,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "baize-convert-bench")
     parser.add_argument("--layers", type=int, help="blocks (default 12 for llama1, 4 for llama3)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama1")
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     layers = args.layers or SHAPES[args.shape][-1]
-    args.workdir = args.workdir / args.shape if args.shape != "llama1" else args.workdir
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    base, lora = build_model(args.workdir, layers, args.shape)
+    workdir = args.workdir / args.shape if args.shape != "llama1" else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.build_only:
+        build_model(workdir, layers, args.shape)
+        return
+    # Built in a child: a forked child's peak RSS starts from its parent's, so this process
+    # must stay small for the measurements below to be the routes' own.
+    subprocess.run([sys.executable, __file__, "--build-only", "--shape", args.shape,
+                    "--layers", str(layers), "--workdir", str(args.workdir)], check=True)
+    args.workdir = workdir
+    base, lora = workdir / "base", workdir / "lora"
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
     print(f"synthetic {args.shape}: {size / 1e9:.2f} GB fp16, {layers} layers; rank-8 adapter")
     bindir = Path(sys.executable).parent
