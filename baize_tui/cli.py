@@ -16,7 +16,7 @@ from baize_tui import __version__
 from baize_tui.errors import run_reporting_errors
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "selfchat", "train")
+COMMAND_MODULES: tuple[str, ...] = ("ask", "history", "models", "paths", "sdf", "selfchat", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

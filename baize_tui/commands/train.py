@@ -31,6 +31,7 @@ _FLAG_FIELDS = {
     "target_modules": "target_modules", "scheduler": "lr_scheduler", "load_in": "load_in",
     "precision": "precision", "num_gpus": "num_gpus", "eval_steps": "eval_steps",
     "save_steps": "save_steps", "save_total_limit": "save_total_limit", "template": "template",
+    "init_adapter": "init_adapter",
     "packing": "packing", "group_by_length": "group_by_length", "kernels": "kernels",
 }
 
@@ -91,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--lora-alpha", type=positive_int, metavar="N", help="LoRA alpha (default 16)")
     h.add_argument("--lora-dropout", type=non_negative_float, metavar="X",
                    help="LoRA dropout (default 0.05)")
+    h.add_argument("--init-adapter", metavar="SFT_ADAPTER",
+                   help="start from this frozen LoRA (e.g. the SFT adapter, Baize v2's SDF step): "
+                        "merged into the base weights in memory, then a new LoRA is trained")
     h.add_argument("--target-modules", metavar="LIST",
                    help="auto (default: Baize's q,k,v,down,gate,up_proj on LLaMA-1, every "
                         "projection on newer bases), all-linear, or comma-separated names")

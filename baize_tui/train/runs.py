@@ -532,6 +532,11 @@ def create_run(config: TrainConfig, out: Path | str, *, force: bool = False) -> 
     base_path = Path(config.base).expanduser()
     if base_path.exists():
         config.base = str(base_path.absolute())
+    if config.init_adapter:
+        from baize_tui.train.init_adapter import check_init_adapter_fits
+
+        config.init_adapter = str(Path(config.init_adapter).expanduser().absolute())
+        check_init_adapter_fits(config.init_adapter, config.base)
     load_dialogues(config.data)
     run = Run(Path(out))
     if run.dir.exists() and any(run.dir.iterdir()):

@@ -40,6 +40,8 @@ class TrainConfig:
 
     base: str = ""
     data: list[str] = field(default_factory=list)
+    # SDF (Baize v2): a PEFT LoRA merged into the base weights before the new LoRA is added
+    init_adapter: str = ""
     # data
     val_size: float | None = None  # None: min(2000, 5%); >= 1: dialogues; < 1: a fraction
     seed: int = 42
@@ -180,11 +182,24 @@ class TrainConfig:
             raise UserError("--target-modules takes auto, 'all-linear' or a comma-separated list")
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise UserError("--target-modules is empty")
+        if self.init_adapter:
+            check_init_adapter(self.init_adapter)
         if self.batch_size % self.micro_batch_size:
             raise UserError(
                 f"--batch-size {self.batch_size} is not a multiple of --micro-batch-size "
                 f"{self.micro_batch_size}"
             )
+
+
+def check_init_adapter(path: str) -> None:
+    """Fail, naming the flag, when ``--init-adapter`` is not a PEFT LoRA adapter directory."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"--init-adapter {path}: no such adapter directory (give the SFT run's "
+                        "adapter/ directory)")
+    if not (directory / "adapter_config.json").is_file():
+        raise UserError(f"--init-adapter {path}: no adapter_config.json; is this a PEFT LoRA "
+                        "adapter directory?")
 
 
 def read_toml_settings(path: Path | str) -> dict[str, Any]:

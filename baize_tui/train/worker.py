@@ -317,6 +317,12 @@ def load_model(config: TrainConfig, precision: str, local_rank: int, world: int,
         kwargs["device_map"] = {"": local_rank if world > 1 else 0}
     model = AutoModelForCausalLM.from_pretrained(config.base, **kwargs)
     model.config.use_cache = False
+    if config.init_adapter:
+        from baize_tui.train.init_adapter import merge_init_adapter
+
+        changed = merge_init_adapter(model, config.init_adapter, quantized=bool(config.load_in))
+        print(f"init adapter: merged {changed} tensors of {config.init_adapter} into the base "
+              "weights (frozen); training a new LoRA on top", flush=True)
     if config.load_in:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=config.gradient_checkpointing,

@@ -80,6 +80,7 @@ class BaizeApp(App[None]):
         "selfchat": _mode_screen("selfchat_screen", "SelfChatScreen"),
         "train": _mode_screen("train_screen", "TrainScreen"),
         "models": _mode_screen("models_screen", "ModelsScreen"),
+        "sdf": _mode_screen("sdf_screen", "SdfScreen"),
     }
     DEFAULT_MODE = "chat"
     BINDINGS = [
@@ -92,6 +93,8 @@ class BaizeApp(App[None]):
                 id="app.mode_train"),
         Binding("f8", "switch_mode('models')", "Models", show=False, priority=True,
                 id="app.mode_models"),
+        Binding("f10", "switch_mode('sdf')", "SDF", show=False, priority=True,
+                id="app.mode_sdf"),
     ]
 
     model_state: reactive[str] = reactive("none", init=False)
@@ -327,7 +330,7 @@ class BaizeApp(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Help: keys", "Every key and its id for [ui.keymap]", self.action_help)
         for mode, title in (("chat", "Chat"), ("selfchat", "Self-chat"),
-                            ("train", "Training"), ("models", "Models")):
+                            ("train", "Training"), ("models", "Models"), ("sdf", "SDF")):
             yield SystemCommand(f"Go to {title}", f"Switch to the {title.lower()} screen",
                                 lambda mode=mode: self.switch_mode(mode))
         if isinstance(screen, ChatScreen):

@@ -155,6 +155,9 @@ class TrainScreen(Screen[None]):
                     yield Button("Start run", id="tr-start", variant="success", compact=True)
                 yield Label("Base model (LLaMA checkpoint dir or hub id)")
                 yield Input(placeholder="path/to/llama-7b", id="tr-base", compact=True)
+                yield Label("Start from a frozen LoRA (SDF: the SFT adapter; optional)")
+                yield Input(placeholder="runs/baize-7b/adapter", id="tr-init-adapter",
+                            compact=True)
                 yield Label("Data files (comma-separated)")
                 yield Input(placeholder="alpaca_chat_data.json, export-baize.json",
                             id="tr-data", compact=True)
@@ -261,6 +264,7 @@ class TrainScreen(Screen[None]):
         name = self.query_one("#tr-preset", Select).value
         config = preset(name if isinstance(name, str) else "baize")
         config.base = self._value("base")
+        config.init_adapter = self._value("init-adapter")
         config.data = [p.strip() for p in self._value("data").split(",") if p.strip()]
         values: dict[str, Any] = {}
         for key, field, kind, label in _NUMBERS:
