@@ -1,7 +1,9 @@
 """Settings from ``config.toml`` (see ``baize-tui paths``), merged over built-in defaults.
 
-The file is TOML with tables; unknown keys are kept so newer versions' settings survive
-an older version rewriting the file. Writes are atomic (temp file + rename).
+The file is TOML with tables and belongs to the user: a change (switching the theme, picking
+a default model) rewrites only the key that changed, through tomlkit, so their comments,
+order and formatting stay, unknown keys survive, and defaults never get written out (no empty
+``api_key``). Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
@@ -110,20 +112,63 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _document(path: Path) -> Any:
+    """The settings file as a style-preserving tomlkit document (empty if missing)."""
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return tomlkit.document()
+    try:
+        return tomlkit.parse(text)
+    except ParseError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc}); fix or delete the file") from None
+
+
+def _apply(node: Any, data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Write into ``node`` each value of ``data`` that the file already has or that differs
+    from ``defaults``; tables are created only when something goes in them."""
+    import tomlkit
+
+    for key, value in data.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, dict) and not (key in node and not isinstance(node[key], dict)):
+            child = node[key] if key in node else tomlkit.table()
+            _apply(child, value, default if isinstance(default, dict) else {})
+            if key not in node and len(child):
+                node[key] = child
+        elif key in node or value != default:
+            node[key] = value
+
+
 def save_config(config: dict[str, Any], path: Path | None = None) -> Path:
-    """Write the whole settings dict atomically; returns the file written."""
+    """Write the settings atomically, keeping the file's comments and layout: only values the
+    file already has or that differ from the defaults are written. Returns the file."""
+    import tomlkit
+
     path = path or get_paths().config_file
-    atomic_write_text(path, dumps_toml(config))
+    doc = _document(path)
+    _apply(doc, config, DEFAULTS)
+    atomic_write_text(path, tomlkit.dumps(doc))
     return path
 
 
 def set_value(dotted_key: str, value: Any, path: Path | None = None) -> dict[str, Any]:
-    """Set one setting (``"model.default"``) and save; returns the new settings."""
-    config = load_config(path)
-    node = config
+    """Set one setting (``"model.default"``) and save, changing nothing else in the file;
+    returns the new settings."""
+    import tomlkit
+
+    path = path or get_paths().config_file
+    load_config(path)  # one clear error for a broken file
+    doc = _document(path)
+    node = doc
     *parents, leaf = dotted_key.split(".")
     for part in parents:
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):
+            node[part] = tomlkit.table()
+        node = node[part]
     node[leaf] = value
-    save_config(config, path)
-    return config
+    atomic_write_text(path, tomlkit.dumps(doc))
+    return load_config(path)

@@ -1,7 +1,9 @@
 """Read a GGUF file's header (metadata and tensor table) fast, without loading weights.
 
 One reader for the whole project: the model list, the chat engine's checks and
-``baize-convert inspect`` all use it. Arrays (the vocabulary) are skipped in a tight loop and
+``baize-convert inspect`` all use it, through one typed description (:class:`GGUFInfo`, from
+:meth:`GGUFHeader.info`) whose keys and value types are gguf-py's own (``gguf.Keys``,
+``gguf.GGUFValueType``), not re-typed strings and numbers. Arrays (the vocabulary) are skipped in a tight loop and
 reported by type and length, so a 150k-token vocabulary costs milliseconds, where
 ``gguf.GGUFReader`` builds an object per entry. Every way a file can be broken (cut download,
 corrupt header, not a GGUF) raises :class:`GGUFHeaderError` with the reason.
@@ -15,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                   10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
+# gguf-py's GGUFValueType -> struct format of a scalar value (filled on first use: importing
+# gguf costs a quarter of a second, which the app's start-up does not pay).
+_SCALAR_FORMATS: dict[int, str] = {}
 # (block size, bytes per block) of every GGML tensor type in files llama.cpp writes.
 _TYPE_SIZES: dict[int, tuple[int, int]] = {}
 
@@ -80,6 +82,107 @@ class GGUFHeader:
         """Total values over all tensors."""
         return sum(t.n_elements for t in self.tensors)
 
+    @property
+    def data_end(self) -> int:
+        """The byte where the last tensor's data ends."""
+        return max((self.data_start + t.offset + t.n_bytes for t in self.tensors),
+                   default=self.data_start)
+
+    def info(self) -> GGUFInfo:
+        """The typed description of this file (see :class:`GGUFInfo`)."""
+        from collections import Counter
+
+        from gguf import Keys
+
+        def number(key: str) -> int | None:
+            value = self.get(key)
+            return int(value) if isinstance(value, (int, float)) else None
+
+        def text(key: str) -> str | None:
+            value = self.get(key)
+            return value if isinstance(value, str) else None
+
+        def flag(key: str) -> bool | None:
+            value = self.get(key)
+            return value if isinstance(value, bool) else None
+
+        matrices = Counter(t.type_id for t in self.tensors if len(t.shape) >= 2)
+        tokens = self.get(Keys.Tokenizer.LIST)
+        alpha = self.get(Keys.Adapter.LORA_ALPHA)
+        return GGUFInfo(
+            path=self.path, version=self.version, architecture=self.architecture,
+            kind=text(Keys.General.TYPE) or "model", name=text(Keys.General.NAME),
+            file_type=number(Keys.General.FILE_TYPE),
+            main_tensor_type=matrices.most_common(1)[0][0] if matrices else None,
+            context_length=number(Keys.LLM.CONTEXT_LENGTH) if self.architecture else None,
+            embedding_length=number(Keys.LLM.EMBEDDING_LENGTH),
+            block_count=number(Keys.LLM.BLOCK_COUNT),
+            head_count=number(Keys.Attention.HEAD_COUNT),
+            head_count_kv=number(Keys.Attention.HEAD_COUNT_KV),
+            vocab_size=tokens.count if isinstance(tokens, ArrayInfo) else None,
+            bos_token_id=number(Keys.Tokenizer.BOS_ID), eos_token_id=number(Keys.Tokenizer.EOS_ID),
+            add_bos_token=flag(Keys.Tokenizer.ADD_BOS), add_eos_token=flag(Keys.Tokenizer.ADD_EOS),
+            chat_template=text(Keys.Tokenizer.CHAT_TEMPLATE),
+            adapter_type=text(Keys.Adapter.TYPE),
+            lora_alpha=float(alpha) if isinstance(alpha, (int, float)) else None,
+            tensor_types=dict(sorted(Counter(type_name(t.type_id) for t in self.tensors).items())),
+            n_tensors=len(self.tensors), n_params=self.n_params, file_size=self.file_size,
+            data_end=self.data_end,
+        )
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What the project needs to know about one GGUF, typed: the model list, the chat engine
+    and ``baize-convert inspect`` all describe a file from this. A missing or mistyped key
+    is None."""
+
+    path: Path
+    version: int
+    architecture: str | None
+    kind: str  # general.type: "model" or "adapter"
+    name: str | None
+    file_type: int | None  # general.file_type (a gguf.LlamaFileType value)
+    main_tensor_type: int | None  # the GGML type most matrices have
+    context_length: int | None
+    embedding_length: int | None
+    block_count: int | None
+    head_count: int | None
+    head_count_kv: int | None
+    vocab_size: int | None
+    bos_token_id: int | None
+    eos_token_id: int | None
+    add_bos_token: bool | None
+    add_eos_token: bool | None
+    chat_template: str | None
+    adapter_type: str | None
+    lora_alpha: float | None
+    tensor_types: dict[str, int]  # GGML type name -> number of tensors
+    n_tensors: int
+    n_params: int
+    file_size: int
+    data_end: int
+
+    @property
+    def quant_label(self) -> str:
+        """The quantization as llama.cpp names it (from file_type, else the main tensor type)."""
+        if self.file_type is not None:
+            return file_type_label(self.file_type)
+        if self.main_tensor_type is not None:
+            return type_name(self.main_tensor_type)
+        return "unknown"
+
+
+def _scalar_formats() -> dict[int, str]:
+    if not _SCALAR_FORMATS:
+        from gguf import GGUFValueType as T
+
+        _SCALAR_FORMATS.update({
+            T.UINT8: "<B", T.INT8: "<b", T.UINT16: "<H", T.INT16: "<h", T.UINT32: "<I",
+            T.INT32: "<i", T.FLOAT32: "<f", T.BOOL: "<?", T.UINT64: "<Q", T.INT64: "<q",
+            T.FLOAT64: "<d"})
+    return _SCALAR_FORMATS
+
 
 def _type_sizes() -> dict[int, tuple[int, int]]:
     if not _TYPE_SIZES:
@@ -112,17 +215,20 @@ class _Cursor:
         return raw.decode("utf-8", errors="replace")
 
     def value(self, vtype: int) -> Any:
-        if vtype in _SCALAR_FORMATS:
-            return self.unpack(_SCALAR_FORMATS[vtype])
-        if vtype == _STRING:
+        from gguf import GGUFValueType
+
+        formats = _scalar_formats()
+        if vtype in formats:
+            return self.unpack(formats[vtype])
+        if vtype == GGUFValueType.STRING:
             return self.string()
-        if vtype == _ARRAY:
+        if vtype == GGUFValueType.ARRAY:
             item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if item_type in _SCALAR_FORMATS:
-                nbytes = count * struct.calcsize(_SCALAR_FORMATS[item_type])
+            if item_type in formats:
+                nbytes = count * struct.calcsize(formats[item_type])
                 self._need(nbytes)
                 self.pos += nbytes
-            elif item_type == _STRING:  # a vocabulary: skipped in a tight loop
+            elif item_type == GGUFValueType.STRING:  # a vocabulary: skipped in a tight loop
                 pos, buf, size, unpack = self.pos, self.buf, self.size, struct.unpack_from
                 for _ in range(count):
                     if pos + 8 > size:

@@ -1,6 +1,7 @@
 """The Baize conversation format: render a prompt, fit it to a context, cut the reply.
 
-Every Baize prompt string lives here (see ../shared/BAIZE.md §1): the default system prompt,
+Every Baize prompt string lives here, exactly as the released models expect them (the system
+prompt and turn tags of project-baize/baize-chatbot's demo): the default system prompt,
 the turn tags, and the stop strings. The GGUF chat template that the converter writes is
 generated from the same strings (:func:`chat_template`), so the two can never drift apart.
 

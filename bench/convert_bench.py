@@ -74,12 +74,7 @@ def build_model(root: Path, layers: int, shape: str = "llama1") -> tuple[Path, P
     base, lora = root / "base", root / "lora"
     if (base / "config.json").exists() and (lora / "adapter_config.json").exists():
         return base, lora
-    if shape == "llama3":
-        import tinybpe
-
-        tok = tinybpe.build_bpe_tokenizer(root / "tokenizer", "llama3")
-    else:
-        tok = tinymodels.build_tokenizer(root / "tokenizer")
+    tok = _build_tokenizer(root, shape)
     base.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
@@ -134,7 +129,27 @@ def build_model(root: Path, layers: int, shape: str = "llama1") -> tuple[Path, P
     else:
         tinymodels.copy_tokenizer(tok, base)
     (base / "config.json").write_text(json.dumps(config, indent=2))
-    # A rank-8 adapter: Baize v1's six modules on LLaMA-1, all seven on Llama 3.
+    _write_adapter(lora, shape, layers)
+    return base, lora
+
+
+def _build_tokenizer(root: Path, shape: str) -> Path:
+    if shape == "llama3":
+        import tinybpe
+
+        return tinybpe.build_bpe_tokenizer(root / "tokenizer", "llama3")
+    import tinymodels
+
+    return tinymodels.build_tokenizer(root / "tokenizer")
+
+
+def _write_adapter(lora: Path, shape: str, layers: int) -> None:
+    """A rank-8 adapter: Baize v1's six modules on LLaMA-1, all seven on Llama 3."""
+    import tinymodels
+    import torch
+
+    hidden, inter, _, heads, kv_heads, _, _ = SHAPES[shape]
+    head_dim = hidden // heads
     lora.mkdir(exist_ok=True)
     kv = kv_heads * head_dim
     dims = {"q_proj": (hidden, hidden), "k_proj": (kv, hidden), "v_proj": (kv, hidden),
@@ -151,7 +166,6 @@ def build_model(root: Path, layers: int, shape: str = "llama1") -> tuple[Path, P
     torch.save(state, lora / "adapter_model.bin")
     adapter_config = dict(tinymodels.BAIZE_V1_ADAPTER_CONFIG, target_modules=sorted(dims))
     (lora / "adapter_config.json").write_text(json.dumps(adapter_config))
-    return base, lora
 
 
 def main() -> None:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import gguf
-
 from baize_convert import ConvertError
 from baize_tui.gguf_header import (
-    ArrayInfo,
     GGUFHeader,
     GGUFHeaderError,
     file_type_label,
     read_header,
-    type_name,
 )
 
 
@@ -30,34 +25,30 @@ def open_header(path: Path) -> GGUFHeader:
 
 def inspect_gguf(path: Path) -> dict[str, Any]:
     """A summary of a GGUF: architecture, sizes, vocab, quant type, template, tensors."""
-    header = open_header(path)
-    keys = gguf.Keys
-    tokens = header.get(keys.Tokenizer.LIST)
-    types = Counter(type_name(t.type_id) for t in header.tensors)
-    template = header.get(keys.Tokenizer.CHAT_TEMPLATE)
+    info = open_header(path).info()
     return {
         "path": str(path),
-        "architecture": header.architecture or "unknown",
-        "type": header.get(keys.General.TYPE) or "model",
-        "name": header.get(keys.General.NAME),
-        "file_type": file_type_label(header.get(keys.General.FILE_TYPE)),
-        "context_length": header.get(keys.LLM.CONTEXT_LENGTH),
-        "embedding_length": header.get(keys.LLM.EMBEDDING_LENGTH),
-        "block_count": header.get(keys.LLM.BLOCK_COUNT),
-        "head_count": header.get(keys.Attention.HEAD_COUNT),
-        "head_count_kv": header.get(keys.Attention.HEAD_COUNT_KV),
-        "vocab_size": tokens.count if isinstance(tokens, ArrayInfo) else None,
-        "bos_token_id": header.get(keys.Tokenizer.BOS_ID),
-        "eos_token_id": header.get(keys.Tokenizer.EOS_ID),
-        "add_bos_token": header.get(keys.Tokenizer.ADD_BOS),
-        "add_eos_token": header.get(keys.Tokenizer.ADD_EOS),
-        "chat_template": template if isinstance(template, str) else None,
-        "adapter_type": header.get(keys.Adapter.TYPE),
-        "lora_alpha": header.get(keys.Adapter.LORA_ALPHA),
-        "tensor_count": len(header.tensors),
-        "tensor_types": dict(sorted(types.items())),
-        "n_params": header.n_params,
-        "file_size": header.file_size,
+        "architecture": info.architecture or "unknown",
+        "type": info.kind,
+        "name": info.name,
+        "file_type": file_type_label(info.file_type),
+        "context_length": info.context_length,
+        "embedding_length": info.embedding_length,
+        "block_count": info.block_count,
+        "head_count": info.head_count,
+        "head_count_kv": info.head_count_kv,
+        "vocab_size": info.vocab_size,
+        "bos_token_id": info.bos_token_id,
+        "eos_token_id": info.eos_token_id,
+        "add_bos_token": info.add_bos_token,
+        "add_eos_token": info.add_eos_token,
+        "chat_template": info.chat_template,
+        "adapter_type": info.adapter_type,
+        "lora_alpha": info.lora_alpha,
+        "tensor_count": info.n_tensors,
+        "tensor_types": info.tensor_types,
+        "n_params": info.n_params,
+        "file_size": info.file_size,
     }
 
 

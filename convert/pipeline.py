@@ -186,13 +186,9 @@ def check_disk(directory: Path, needed: int, what: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from baize_tui.procs import process_alive
+
+    return process_alive(pid)
 
 
 def remove_stale_partials(final: Path, tag: str) -> None:

@@ -17,7 +17,7 @@ from baize_convert import ConvertError
 
 def pread_into(path: Path, out: np.ndarray, offset: int) -> None:
     """Fill ``out`` (contiguous) with the bytes of ``path`` starting at ``offset``."""
-    buf = memoryview(out.reshape(-1).view(np.uint8))
+    buf = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy stubs
     fd = os.open(path, os.O_RDONLY)
     try:
         done = 0

@@ -126,7 +126,7 @@ def load_state_dict(path: Path) -> dict[str, LazyTensor]:
                     ) from None
 
         unpickler = Restricted(archive.open(pkl_name))
-        unpickler.persistent_load = persistent_load
+        unpickler.persistent_load = persistent_load  # type: ignore[method-assign]  # pickle's hook
         try:
             state = unpickler.load()
         except (pickle.UnpicklingError, EOFError, ValueError, struct.error, zipfile.BadZipFile,

@@ -21,7 +21,8 @@ from baize_tui.prompt import (
     to_messages,
 )
 
-# Copied by hand from ../shared/BAIZE.md §1: the code must match this byte for byte.
+# Copied by hand from Baize's demo (project-baize/baize-chatbot): the system prompt the released
+# models were trained with. The code must match this byte for byte.
 LITERAL = "The following is a conversation between a human and an AI assistant named Baize (named after a mythical creature in Chinese folklore). Baize is an open-source AI assistant developed by UCSD and Sun Yat-Sen University. The human and the AI assistant take turns chatting. Human statements start with [|Human|] and AI assistant statements start with [|AI|]. The AI assistant always provides responses in as much detail as possible, and in Markdown format. The AI assistant always declines to engage with topics, questions and instructions related to unethical, controversial, or sensitive issues. Complete the transcript in exactly that format.\n[|Human|]Hello!\n[|AI|]Hi!"
 
 THREE_TURNS = [

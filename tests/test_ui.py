@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ui_helpers import ScriptedEngine, wait_until
+from ui_helpers import ScriptedEngine, settled, wait_until
 
 from baize_tui.config import load_config, set_value
 from baize_tui.history import HistoryStore
@@ -300,7 +300,7 @@ async def test_markup_in_model_output_is_shown_literally_and_copy_works() -> Non
         shown = views(screen)
         assert shown[0].text == "[bold]not markup[/bold]"
         assert shown[1].text == reply
-        await pilot.pause(0.2)
+        await settled(pilot)
         rendered = "\n".join(str(b.render()) for b in shown[1].query("MarkdownParagraph"))
         assert "[bold]this[/bold]" in rendered
         await pilot.press("f3")
@@ -581,10 +581,10 @@ async def test_transcript_follows_the_reply_until_the_user_scrolls_up() -> None:
         transcript = screen.transcript
         await pilot.press(*"many lines", "enter")
         await wait_until(pilot, lambda: transcript.max_scroll_y > 20, what="overflowing text")
-        await pilot.pause(0.2)
+        await settled(pilot)
         assert transcript.scroll_y == transcript.max_scroll_y  # anchored
         transcript.scroll_home(animate=False)  # what a user's scroll does: releases the anchor
-        await pilot.pause(0.1)
+        await settled(pilot)
         height = transcript.max_scroll_y
         await wait_until(pilot, lambda: transcript.max_scroll_y > height + 10)
         assert transcript.scroll_y < 5  # left where the user put it
@@ -607,12 +607,13 @@ async def test_streamed_reply_looks_exactly_like_a_one_shot_render() -> None:
                          and bool(spacers(views(screen)[-1].body)),
                          what="finished segments far above collapsed")
         await wait_until(pilot, lambda: not screen.busy, what="the reply")
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: not spacers(views(screen)[-1].body),
+                         what="the finished segments back")
         view = views(screen)[-1]
         assert len(view.segments) >= 3  # later blocks went into new segments as it streamed
         assert not spacers(view.body) and all(seg.display for seg in view.segments)
         assert view.text == "".join(pieces).strip()
-        await pilot.pause(0.3)
+        await settled(pilot)
         streamed = await _assert_draws_like_a_one_shot_render(pilot, view)
         assert len(streamed) > 60 and len(view.segments) == 1
 
@@ -632,7 +633,7 @@ async def _assert_draws_like_a_one_shot_render(pilot, view: MessageView) -> list
     line_signature = _bench_line_signature()
     streamed = line_signature(view.body)
     await view.set_text(view.text)
-    await pilot.pause(0.3)
+    await settled(pilot)
     assert line_signature(view.body) == streamed
     return streamed
 
@@ -669,11 +670,11 @@ async def test_a_code_fence_open_across_a_segment_split_streams_exactly() -> Non
         assert len(view.segments) == 2  # the split: the new segment opens with the fence
         first_blocks = list(view.segments[0].children)
         for chunk in chunks[2:]:
-            await pilot.pause(0.05)
+            await settled(pilot)
             await view.feed(chunk)
             await view.flush()
         await view.finish_stream()
-        await pilot.pause(0.3)
+        await settled(pilot)
         assert list(view.segments[0].children) == first_blocks  # never drawn again
         await _assert_draws_like_a_one_shot_render(pilot, view)
 
@@ -738,9 +739,9 @@ async def test_streamed_markdown_of_every_kind_matches_a_one_shot_render(
             at += size
             if rnd.random() < 0.5:
                 await view.flush()
-            await pilot.pause(rnd.choice([0, 0, 0.01]))
+            await (settled(pilot) if rnd.random() < 1 / 3 else pilot.pause())
         await view.finish_stream()
-        await pilot.pause(0.3)
+        await settled(pilot)
         assert len(view.segments) >= 2  # split at least once (how often depends on pacing)
         await _assert_draws_like_a_one_shot_render(pilot, view)
 
@@ -761,7 +762,7 @@ async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
         for text in (section * 3 + prose, section, prose):
             await view.feed(text)
             await view.flush()
-        await pilot.pause(0.3)
+        await settled(pilot)
         assert len(view.segments) == 2
         finished = view.segments[0]
         arranged: list[object] = []
@@ -776,7 +777,7 @@ async def test_finished_segments_are_not_laid_out_again_while_the_reply_grows(
         for i in range(6):
             await view.feed(f"more words in the live tail, line {i}\n" * 3)
             await view.flush()
-            await pilot.pause(0.1)
+            await settled(pilot)
         assert view.segments[0] is finished and view._live is not finished
         assert arranged == []
         await view.finish_stream()
@@ -798,7 +799,7 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
         # Enough to scroll: a scroll bar appearing is a layout of its own.
         await view.feed("".join(f"Paragraph {i} to start with.\n\n" for i in range(20)))
         await view.flush()
-        await pilot.pause(0.2)
+        await settled(pilot)
         passes = _count_calls(monkeypatch, textual.screen.Screen, "_refresh_layout")
         arrangements = _count_calls(monkeypatch, textual._compositor.Compositor, "_arrange_root")
         per_write = []
@@ -808,7 +809,7 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
             await view.feed(f"## Part {i}\n\n- item one\n- item *two*\n\n> a quote {i}\n\n"
                             f"1. first\n2. second\n\n```python\nx = {i}\n```\n\nAnd")
             await view.flush()
-            await pilot.pause(0.2)
+            await settled(pilot)
             per_write.append((len(passes), len(arrangements)))
         assert len(view.segments) == 1  # no segment split so far
         assert per_write == [(1, 1)] * 5, per_write
@@ -819,7 +820,7 @@ async def test_one_layout_pass_per_streamed_write(monkeypatch: pytest.MonkeyPatc
         arrangements.clear()
         await view.feed(" text.\n\n- a new list\n- in a new segment\n\n> and a quote\n")
         await view.flush()
-        await pilot.pause(0.2)
+        await settled(pilot)
         assert len(view.segments) == 2
         assert (len(passes), len(arrangements)) == (1, 1)
         await view.finish_stream()
@@ -843,16 +844,17 @@ async def test_call_after_layout_waits_for_the_pass_that_a_batch_held_back(
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await ready(pilot, app)
-        await pilot.pause(0.1)
+        await settled(pilot)
         monkeypatch.setattr(textual.screen.Screen, "_refresh_layout", recording_refresh_layout)
         with app.batch_update():
             await screen.transcript.mount(Static("new line"))
             screen.call_after_layout(events.append, "after layout")
             screen.call_after_refresh(events.append, "after refresh")
-            await pilot.pause(0.1)
+            await wait_until(pilot, lambda: "after refresh" in events,
+                             what="the held-back frame's callbacks")
             assert "after refresh" in events  # the held-back frame ran its callbacks...
             assert "after layout" not in events  # ...but no layout pass has run
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: "after layout" in events, what="the layout pass")
         assert events.index("layout") < events.index("after layout")
         assert events.count("after layout") == 1
 
@@ -869,27 +871,27 @@ async def test_the_spinner_of_a_header_out_of_view_costs_no_frame(
     async with app.run_test(size=(100, 30)) as pilot:
         view = await _streaming_view(pilot, app)
         header = view.query_one(".message-header")
-        await pilot.pause(0.1)
+        await settled(pilot)
         shown = str(header.render())
         view.spin()
-        await pilot.pause(0.1)
+        await settled(pilot)
         assert str(header.render()) != shown  # in view: it turns
 
         await view.feed("".join(f"Paragraph {i} of a long reply.\n\n" for i in range(40)))
         await view.flush()
-        await pilot.pause(0.2)
+        await settled(pilot)
         app.screen.transcript.scroll_end(animate=False)
-        await pilot.pause(0.2)
+        await settled(pilot)
         assert not view._header_in_view()
         arrangements = _count_calls(monkeypatch, textual._compositor.Compositor, "_arrange_root")
         for _ in range(3):
             view.spin()
-            await pilot.pause(0.05)
+            await settled(pilot)
         assert arrangements == []
         app.screen.transcript.scroll_home(animate=False)
-        await pilot.pause(0.2)
+        await settled(pilot)
         view.spin()
-        await pilot.pause(0.1)
+        await settled(pilot)
         assert f"{_SPINNER[view._spin % len(_SPINNER)]} generating" in str(header.render())
         await view.finish_stream()
 
@@ -922,7 +924,8 @@ async def test_full_collections_are_held_while_a_reply_streams() -> None:
         await wait_until(pilot, lambda: len(views(screen)) == 2 and views(screen)[-1].text)
         assert screen.busy and pacer.holding and gc.get_threshold()[2] > 1_000_000
         await wait_until(pilot, lambda: not screen.busy)
-        await pilot.pause(chat_screen.GC_AFTER_REPLY + 0.3)
+        await wait_until(pilot, lambda: not pacer.holding, timeout=chat_screen.GC_AFTER_REPLY + 20,
+                         what="full collections released after the reply")
         assert not pacer.holding and gc.get_threshold() == before
 
 
@@ -954,7 +957,7 @@ def _app_over_long_history(pieces: int, delay: float) -> BaizeApp:
 
 async def _send_until_collapsed(pilot, app: BaizeApp) -> ChatScreen:  # type: ignore[no-untyped-def]
     screen = await ready(pilot, app)
-    await pilot.pause(0.3)
+    await settled(pilot)
     await pilot.press(*"go", "enter")
     await wait_until(pilot, lambda: bool(spacers(screen.transcript)),
                      what="the earlier messages collapsed")
@@ -973,7 +976,7 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
         transcript = screen.transcript
         old = views(screen)[:-2]  # before the new question and its reply
         assert len(old) == 40
-        await pilot.pause(0.2)
+        await settled(pilot)
         (spacer,) = spacers(transcript)
         hidden = [v for v in old if not v.display]
         assert len(hidden) >= 10 and hidden == old[:len(hidden)]  # a leading run
@@ -987,7 +990,7 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
         for view in saved:
             view.display = True
         spacer.display = False
-        await pilot.pause(0.1)
+        await settled(pilot)
         assert kept.virtual_region.y == placed_at
         assert reply.virtual_region.y == reply_at
         for view in saved:
@@ -995,7 +998,8 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
         spacer.display = True
         collapser.hidden = saved
         await wait_until(pilot, lambda: not screen.busy, what="the reply")
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: not transcript.query(CollapsedSpace),
+                         what="the collapsed messages back")
         assert not transcript.query(CollapsedSpace)  # the reply's own ones too
         assert all(v.display for v in views(screen))
 
@@ -1046,9 +1050,9 @@ async def test_a_conversation_deleted_elsewhere_is_reported_not_fatal() -> None:
         with HistoryStore() as other_window:
             other_window.delete_conversation(gone)
         screen.sidebar.post_message(Sidebar.Open(gone))
-        await pilot.pause(0.3)
+        await settled(pilot)
         screen.conversation_action("rename", gone)
-        await pilot.pause(0.3)
+        await settled(pilot)
         assert app.is_running and app.screen is screen
 
 
@@ -1088,5 +1092,5 @@ async def test_redraws_slow_down_when_drawing_is_expensive_and_recover() -> None
             await view.flush()
         assert view._interval < slowest / 2
         await view.finish_stream()
-        await pilot.pause(0.2)
+        await settled(pilot)
         assert "cheap 11" in view.text and not view.streaming

@@ -2,7 +2,8 @@
 
 Everything here is made from local text and random weights in a few seconds: no hub, no
 network. The layouts copy what Hugging Face LLaMA checkpoints and Baize's adapters look like
-on disk (see ../shared/BAIZE.md §2), hazards included.
+on disk (HF LLaMA layouts, Baize's legacy v1 adapters: pickled ``adapter_model.bin`` with a
+null base and six target modules), hazards included.
 """
 
 from __future__ import annotations

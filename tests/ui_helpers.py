@@ -72,3 +72,27 @@ async def wait_until(pilot: Any, predicate: Callable[[], bool], timeout: float =
             raise AssertionError(f"timed out waiting for {what}{detail}")
         await pilot.pause(0.02)
     await asyncio.sleep(0)
+
+
+def _screen_pending(pilot: Any) -> bool:
+    """Whether the current screen still has a layout, scroll, repaint or callback queued."""
+    screen = pilot.app.screen
+    return bool(getattr(screen, "_layout_required", False)
+                or getattr(screen, "_scroll_required", False)
+                or getattr(screen, "_repaint_required", False)
+                or getattr(screen, "_dirty_widgets", None)
+                or getattr(screen, "_callbacks", None))
+
+
+async def settled(pilot: Any, timeout: float = 20.0) -> None:
+    """Wait until the app has handled every message sent so far and the screen has drawn the
+    frame for it: no layout, scroll, repaint or after-refresh callback left pending, twice in
+    a row (a frame can queue work of its own). Use instead of a fixed ``pilot.pause(0.3)``
+    where the awaited condition is "what was done so far is on the screen"."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the screen to settle")
+        await pilot.pause()  # messages handled, then the pending frame drawn
+        quiet = 0 if _screen_pending(pilot) else quiet + 1

@@ -122,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
         store = HistoryStore()
         conv_id = continue_id
         if conv_id == -1:
-            conv_id = store.last_conversation_id()
-            if conv_id is None:
+            last = store.last_conversation_id()
+            if last is None:
                 raise UserError("no conversation to continue yet; ask without --continue first")
+            conv_id = last
         conversation = store.get_conversation(conv_id)
 
     spec = args.model or (conversation.model if conversation else "") or config["model"]["default"]
@@ -161,6 +162,7 @@ def _turn(
     from baize_tui.chat import ChatSession
 
     if conversation is not None:
+        assert store is not None  # a conversation to continue comes from the store
         session = ChatSession.resume(engine, store, conversation.id, params=params,
                                      system_prompt=args.system)
     else:

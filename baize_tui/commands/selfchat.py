@@ -223,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stats = holder["runner"].stats
         except (asyncio.CancelledError, KeyboardInterrupt):
             interrupted = True
-            stats = holder["runner"].stats if "runner" in holder else None
+            stats = holder["runner"].stats if "runner" in holder else None  # type: ignore[assignment]
         if stats is not None:
             progress.update(task, completed=stats.previously_done + stats.done + stats.failed
                             + stats.rejected, description=_describe(stats))

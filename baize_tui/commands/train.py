@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from baize_tui.commands.argtypes import (
@@ -239,7 +240,7 @@ def follow(directory: str) -> int:
             status = wait_run(directory, poll=0.5, on_update=on_update)
     except KeyboardInterrupt:
         print(f"no longer following; the run goes on. Stop it with: baize-tui train stop "
-              f"{Run(directory).dir}", file=sys.stderr)
+              f"{Run(Path(directory)).dir}", file=sys.stderr)
         return 130
     state = status.get("state", "?")
     print(f"{state}: {status.get('message', '')}")

@@ -23,13 +23,9 @@ Facts this module is built on (llama-cpp-python 0.3.x, checked against 0.3.36):
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import io
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,135 +35,16 @@ from baize_tui.engines.base import (
     SamplingParams,
     TurnStats,
 )
+from baize_tui.engines.llama_compat import count_evaluated, library_prints_to_log, route_llama_logs
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.procs import physical_cores
+
+__all__ = ["LlamaEngine", "inspect_gguf", "physical_cores", "route_llama_logs"]
 
 log = logging.getLogger("baize_tui.llama_cpp")
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 GGUF_MAGIC = b"GGUF"
-
-# ggml.h: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the last line).
-# (llama-cpp-python 0.3.36's own _logger.py still maps the older order, so its "warnings"
-# are really llama.cpp's info lines.)
-_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING,
-           4: logging.ERROR}
-_log_state: dict[str, Any] = {"callback": None, "buffer": "", "level": logging.DEBUG}
-_log_lock = threading.Lock()
-_load_lock = threading.Lock()  # one load at a time: the print redirection below is per module
-
-
-def _emit_log(level: int, text: str) -> None:
-    """Buffer llama.cpp's log text and send whole lines to Python logging."""
-    with _log_lock:
-        if level != 5:
-            _log_state["level"] = _LEVELS.get(level, logging.DEBUG)
-        buffer = _log_state["buffer"] + text
-        *lines, _log_state["buffer"] = buffer.split("\n")
-        record_level = _log_state["level"]
-    for line in lines:
-        if line.strip():
-            log.log(record_level, "%s", line.rstrip())
-
-
-def route_llama_logs() -> None:
-    """Send llama.cpp's and ggml's logs to the ``baize_tui.llama_cpp`` logger (idempotent).
-
-    Replaces llama-cpp-python's own callback, which prints to ``sys.stderr`` directly.
-    """
-    import llama_cpp
-
-    if _log_state["callback"] is not None:
-        return
-
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        try:
-            _emit_log(level, text.decode("utf-8", errors="replace"))
-        except Exception:  # never let logging raise into C
-            pass
-
-    _log_state["callback"] = callback  # keep the ctypes thunk alive
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-
-
-class _LogWriter(io.TextIOBase):
-    """A text stream that forwards whole lines to a logger (for the library's prints)."""
-
-    def __init__(self, logger: logging.Logger, level: int) -> None:
-        self._logger, self._level, self._buffer = logger, level, ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
-            if line.strip():
-                self._logger.log(self._level, "%s", line)
-        return len(text)
-
-
-class _SysWithStderr:
-    """Stands in for ``sys`` inside llama_cpp.llama during a load: only ``stderr`` differs."""
-
-    def __init__(self, real: Any, stderr: io.TextIOBase) -> None:
-        self._real, self.stderr = real, stderr
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-@contextlib.contextmanager
-def _library_prints_to_log() -> Iterator[None]:
-    """Route llama_cpp.llama's ``print(..., file=sys.stderr)`` calls into logging.
-
-    Only that module's global ``sys`` name is swapped, never the process's ``sys.stderr``
-    or its file descriptors, so other threads (a UI) keep their output.
-    """
-    import llama_cpp.llama as llama_module
-
-    with _load_lock:
-        real = llama_module.sys
-        llama_module.sys = _SysWithStderr(real, _LogWriter(log, logging.DEBUG))
-        try:
-            yield
-        finally:
-            llama_module.sys = real
-
-
-def physical_cores() -> int:
-    """Physical CPU cores available to this process (llama.cpp's best thread count)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    physical = None
-    try:
-        import psutil  # optional
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        try:
-            cores: set[tuple[str, str]] = set()
-            phys = core = ""
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "physical id":
-                    phys = value
-                elif key == "core id":
-                    core = value
-                elif not key and core:
-                    cores.add((phys, core))
-                    core = ""
-            if core:
-                cores.add((phys, core))
-            physical = len(cores) or None
-        except OSError:
-            physical = None
-    return max(1, min(usable, physical or max(1, usable // 2) or 1))
-
 
 def inspect_gguf(path: Path) -> dict[str, Any]:
     """Check that ``path`` is a GGUF model llama.cpp can chat with; return its key facts.
@@ -199,13 +76,14 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
         raise OperationFailed(f"{path}: unusable GGUF: {exc}") from None
     except OSError as exc:
         raise OperationFailed(f"{path}: cannot read the model file ({exc.strerror})") from None
-    arch = str(header.architecture or "")
+    gguf_info = header.info()
+    arch = gguf_info.architecture or ""
     info = {
         "architecture": arch,
-        "type": header.get("general.type", "model"),
-        "name": header.get("general.name", ""),
-        "context_length": int(header.get("{arch}.context_length", 0) or 0),
-        "file_type": header.get("general.file_type"),
+        "type": gguf_info.kind,
+        "name": gguf_info.name or "",
+        "context_length": gguf_info.context_length or 0,
+        "file_type": gguf_info.file_type,
     }
     if info["type"] == "adapter":
         raise UserError(
@@ -262,7 +140,7 @@ class LlamaEngine(PromptEngine):
 
         route_llama_logs()
         try:
-            with _library_prints_to_log():
+            with library_prints_to_log():
                 llm = llama_cpp.Llama(
                     model_path=str(self.path),
                     n_ctx=self._n_ctx,
@@ -278,19 +156,8 @@ class LlamaEngine(PromptEngine):
                 f"damaged or from a newer llama.cpp"
             ) from exc
         llm.verbose = False  # no per-call prints or timing resets from here on
-        self._llm = llm
-        # Weak references only: the engine holds the model, and the model holds this patched
-        # eval, so a strong reference to either would keep a dropped model until a GC cycle.
-        class_eval = type(llm).eval
-        llm_ref, engine_ref = weakref.ref(llm), weakref.ref(self)
-
-        def counting_eval(tokens: Sequence[int]) -> None:
-            class_eval(llm_ref(), tokens)
-            engine = engine_ref()
-            if engine is not None:
-                engine.evaluated_total += len(tokens)
-
-        llm.eval = counting_eval  # type: ignore[method-assign]
+        self._llm: Any = llm
+        count_evaluated(llm, self)
         log.info("loaded %s: n_ctx=%d threads=%d", self.path, self._n_ctx, self.n_threads)
 
     @property
@@ -353,7 +220,7 @@ class LlamaEngine(PromptEngine):
                 return cancel.is_set()
 
             evaluated_before = self.evaluated_total
-            chunks = self._llm.create_completion(
+            chunks: Any = self._llm.create_completion(  # stream=True: a generator of chunks
                 tokens,
                 max_tokens=params.max_new_tokens,
                 temperature=params.temperature,

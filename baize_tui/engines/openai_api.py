@@ -104,7 +104,7 @@ class OpenAIEngine:
             body["stop"] = list(stop)[:MAX_STOP]
         # Not in OpenAI's API, but understood by llama.cpp's server, vLLM and others; sent
         # only when switched on, so OpenAI itself never sees an unknown parameter.
-        extra = {}
+        extra: dict[str, float] = {}
         if params.top_k:
             extra["top_k"] = params.top_k
         if params.min_p:

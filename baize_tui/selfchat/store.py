@@ -193,7 +193,7 @@ class RunStore:
 
     def unique_done(self) -> Iterator[dict[str, Any]]:
         """Finished dialogues in file order, the first record per id."""
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for rec in self.raw_records:
             sid = rec.get("id")
             if sid in seen:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,11 @@ def _coerce(key: str, value: Any, current: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return value if value < 1 else int(value)
+    return _coerce_by_type(value, current, bad)
+
+
+def _coerce_by_type(value: Any, current: Any, bad: Callable[[str], UserError]) -> Any:
+    """``value`` checked against the type of ``current`` (``bad(kind)`` makes the error)."""
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise bad("true or false")

@@ -145,6 +145,29 @@ def _broadcast(values: list[int], device: Any) -> list[int]:
     return tensor.tolist()
 
 
+def read_control(run: Run, step: int, seen_mtime: float) -> tuple[int, int, float]:
+    """(stop, save, mtime) requested in ``control.json`` for ``step``: stop 2 after a signal,
+    1 on request; a save-only request counts once per file version (``seen_mtime``)."""
+    stop = save = 0
+    if FLAGS.signals:
+        return 2, 0, seen_mtime
+    try:
+        mtime = run.control_file.stat().st_mtime
+    except FileNotFoundError:
+        return 0, 0, seen_mtime
+    req = read_json(run.control_file) or {}
+    at_step = req.get("at_step")
+    if at_step is not None and step < int(at_step):
+        return 0, 0, seen_mtime
+    if req.get("stop"):
+        stop, save = 1, int(bool(req.get("save", True)))
+    elif req.get("save") and mtime != seen_mtime:
+        save = 1
+        seen_mtime = mtime
+        run.control_file.unlink(missing_ok=True)
+    return stop, save, seen_mtime
+
+
 def make_callback(run: Run, status: StatusWriter, metrics: MetricsWriter, recorder: Recorder,
                   *, is_main: bool, base_tokens: int):
     """The ``TrainerCallback`` that writes metrics/status and obeys ``control.json``."""
@@ -178,23 +201,7 @@ def make_callback(run: Run, status: StatusWriter, metrics: MetricsWriter, record
 
         def _read_control(self, step: int) -> tuple[int, int]:
             """(stop, save) requested on rank 0 for this step."""
-            stop = save = 0
-            if FLAGS.signals:
-                return 2, 0
-            try:
-                mtime = run.control_file.stat().st_mtime
-            except FileNotFoundError:
-                return 0, 0
-            req = read_json(run.control_file) or {}
-            at_step = req.get("at_step")
-            if at_step is not None and step < int(at_step):
-                return 0, 0
-            if req.get("stop"):
-                stop, save = 1, int(bool(req.get("save", True)))
-            elif req.get("save") and mtime != self._control_mtime:
-                save = 1
-                self._control_mtime = mtime
-                run.control_file.unlink(missing_ok=True)
+            stop, save, self._control_mtime = read_control(run, step, self._control_mtime)
             return stop, save
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -32,6 +32,7 @@ from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
+from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
 log = logging.getLogger("baize_tui.ui")
 
@@ -175,7 +176,7 @@ class BaizeApp(App[None]):
 
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
         """The base screen of a mode, if it has been created."""
-        stack = self._screen_stacks.get(mode)
+        stack = screen_stack(self, mode)
         return stack[0] if stack else None
 
     async def action_quit(self) -> None:
@@ -302,7 +303,7 @@ class BaizeApp(App[None]):
             ("ctrl+p", "Command palette (every action, themes, modes)", "-"),
             ("ctrl+q", "Quit", "-"),
         ]
-        keymap = self._keymap
+        keymap = current_keymap(self)
         sources: list[tuple[str, Iterable[Any]]] = [
             ("", self.BINDINGS),
             ("", ChatScreen.BINDINGS),

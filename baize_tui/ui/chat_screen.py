@@ -34,9 +34,9 @@ from baize_tui.chat import ChatSession, ChatTurn
 from baize_tui.history import Message, NotFoundError
 from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
-from baize_tui.ui.layout_passes import ReflowCompositor, quiet_virtual_size
 from baize_tui.ui.screens import ChatSettings, ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
+from baize_tui.ui.textual_compat import OneLayoutPass, install_reflow_compositor
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _info(message: Message, branch: tuple[int, int] | None) -> MessageInfo:
     )
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(OneLayoutPass, Screen[None]):
     """Chat with the loaded model; every conversation is saved in the history store."""
 
     BINDINGS = [
@@ -92,7 +92,7 @@ class ChatScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__(id="chat")
-        self._compositor = ReflowCompositor()  # see layout_passes.py
+        install_reflow_compositor(self)  # see textual_compat.py
         self.conversation_id: int | None = None
         self.settings: ChatSettings | None = None
         self.busy = False
@@ -120,12 +120,8 @@ class ChatScreen(Screen[None]):
 
     # ------------------------------------------------------------------ layout
 
-    def _refresh_layout(self, *args: Any, **kwargs: Any) -> None:
-        # A pass that resizes widgets would otherwise ask for a second, identical pass (see
-        # layout_passes.py): with a streaming reply, that is every pass. (Arguments passed
-        # through as they come: this is Textual's private method.)
-        with quiet_virtual_size():
-            super()._refresh_layout(*args, **kwargs)
+    def layout_pass_done(self) -> None:
+        # One pass per write (OneLayoutPass, see textual_compat.py); then what waited for it.
         if self._after_layout:
             self._run_after_layout()
 
@@ -889,6 +885,6 @@ class ChatScreen(Screen[None]):
                 commands.append((
                     f"Copy code block {n + 1}" + (f" ({lang})" if lang else ""),
                     Text(first).plain,
-                    lambda n=n, view=view: self._copy(view, True, n),
+                    partial(self._copy, view, True, n),
                 ))
         return commands

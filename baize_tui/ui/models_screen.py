@@ -423,15 +423,17 @@ class ModelsScreen(Screen[None]):
         if not yes:
             self._pull_done(None, "Not started.")
             return
+        self._cancel = threading.Event()
+        self.query_one("#cancel", Button).disabled = False
         self._pull_status(f"Getting {plan.repo}… (a conversion cannot be cancelled once it runs)")
-        self._recipe(plan)
+        self._recipe(plan, self._cancel)
 
     @work(thread=True, exclusive=True, group="models-pull", exit_on_error=False)
-    def _recipe(self, plan: Any) -> None:
+    def _recipe(self, plan: Any, cancel: threading.Event | None = None) -> None:
         from baize_tui.models import run_recipe
 
         try:
-            path = run_recipe(plan, progress=self._progress_from_thread)
+            path = run_recipe(plan, progress=self._progress_from_thread, cancel=cancel)
         except Exception as exc:  # hub, disk and the converter's own errors: shown
             self.app.call_from_thread(self._pull_done, None, error_text(exc))
             return

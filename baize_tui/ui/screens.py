@@ -1,5 +1,6 @@
-"""Screens and dialogs besides the chat: settings, first run, help, confirmations, and the
-places where the self-chat, training and models screens will go."""
+"""Dialogs and the first-run screen: chat settings, confirmations, one-line prompts, help (the
+key map) and choosing a model on first start. The chat, self-chat, training and models screens
+each have a module of their own beside this one."""
 
 from __future__ import annotations
 

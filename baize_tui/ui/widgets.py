@@ -29,6 +29,8 @@ from textual.widget import Widget
 from textual.widgets import Markdown, Static, TextArea
 from textual.widgets.markdown import MarkdownBlock, MarkdownStream
 
+from baize_tui.ui.textual_compat import insert_newline
+
 log = logging.getLogger("baize_tui.ui")
 
 #: How often a streaming reply is redrawn, at most and at least (times a second): pieces
@@ -502,7 +504,9 @@ class ChatInput(TextArea):
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
                          compact=True, highlight_cursor_line=False)
 
-    async def _on_key(self, event: events.Key) -> None:
+    async def on_key(self, event: events.Key) -> None:
+        # Runs before TextArea's own key handler (Textual calls each class's handler in
+        # MRO order); preventing the default skips it. Any other key goes on to it.
         if event.key == "enter":
             event.stop()
             event.prevent_default()
@@ -511,10 +515,8 @@ class ChatInput(TextArea):
         if event.key in ("shift+enter", "ctrl+j", "alt+enter"):
             event.stop()
             event.prevent_default()
-            start, end = self.selection
-            self._replace_via_keyboard("\n", start, end)
+            insert_newline(self)
             return
-        await super()._on_key(event)
 
     def action_cursor_up(self, select: bool = False) -> None:
         if not self.text and not select:

@@ -14,295 +14,49 @@ enough for a few calls per second); if the process dies mid-reply, the text writ
 kept, still marked incomplete. ``synchronous=NORMAL`` means a power cut may lose the last few
 commits but never corrupts the file; a killed process loses nothing it committed.
 
-The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` holds one step per
-version, applied in a single transaction when the store opens. To change the schema, append a
-step and never edit an old one.
+The schema and its migrations are in :mod:`baize_tui.history.records`; export and import in
+:mod:`baize_tui.history.io`.
 
 This module imports no Textual: the UI, ``ask`` and the ``history`` subcommand all use it.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
-from baize_tui.paths import get_paths
-
-ROLES: tuple[str, ...] = ("user", "assistant")
-FINISH_REASONS: tuple[str, ...] = ("stop", "length", "cancelled", "error")
-EXPORT_FORMAT = "baize-tui.conversation"
-EXPORT_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
-TITLE_MAX_CHARS = 80
-
-
-class NotFoundError(UserError, LookupError):
-    """No conversation or message with the given id (exit status 2 on the command line)."""
-
-
-class ImportFormatError(UserError):
-    """An import document is not a valid conversation export; the message names the field."""
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class Message:
-    """One node of a conversation tree."""
-
-    id: int
-    conversation_id: int
-    parent_id: int | None
-    role: str
-    text: str
-    created_at: float
-    model: str | None = None
-    params: dict[str, Any] | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttft_s: float | None = None
-    tokens_per_s: float | None = None
-    finish_reason: str | None = None
-    complete: bool = True
-
-    @property
-    def interrupted(self) -> bool:
-        """True for a reply that never finished (killed mid-stream): no finish reason, incomplete."""
-        return not self.complete and self.finish_reason is None
-
-
-@dataclass
-class Conversation:
-    """A conversation's settings and where its current branch ends."""
-
-    id: int
-    title: str | None
-    system_prompt: str
-    model: str
-    params: dict[str, Any]
-    created_at: float
-    updated_at: float
-    archived: bool
-    current_leaf_id: int | None
-
-    @property
-    def display_title(self) -> str:
-        """The title, or a placeholder while the conversation has no user message."""
-        return self.title or "New conversation"
-
-
-@dataclass
-class ConversationSummary:
-    """What a list of conversations shows; built without loading any message text."""
-
-    id: int
-    title: str | None
-    updated_at: float
-    message_count: int
-    archived: bool
-    model: str
-    created_at: float
-
-    @property
-    def display_title(self) -> str:
-        """The title, or a placeholder while the conversation has no user message."""
-        return self.title or "New conversation"
-
-
-@dataclass
-class SearchHit:
-    """One message matching a full-text search."""
-
-    conversation_id: int
-    message_id: int
-    snippet: str
-    role: str
-    title: str | None
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split an SQL script into statements (trigger bodies included) without committing."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending.strip()
-            pending = ""
-    if pending.strip():
-        raise ValueError(f"incomplete SQL statement: {pending.strip()[:60]}")
-
-
-def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
-    def step(db: sqlite3.Connection) -> None:
-        for statement in _statements(sql):
-            db.execute(statement)
-
-    return step
-
-
-_SCHEMA_1 = """
-CREATE TABLE conversations (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    title           TEXT,
-    system_prompt   TEXT    NOT NULL DEFAULT '',
-    model           TEXT    NOT NULL DEFAULT '',
-    params_json     TEXT    NOT NULL DEFAULT '{}',
-    created_at      REAL    NOT NULL,
-    updated_at      REAL    NOT NULL,
-    archived        INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)),
-    current_leaf_id INTEGER REFERENCES messages(id) ON DELETE SET NULL
-);
-CREATE TABLE messages (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id   INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    parent_id         INTEGER REFERENCES messages(id) ON DELETE CASCADE,
-    role              TEXT    NOT NULL CHECK (role IN ('user', 'assistant')),
-    text              TEXT    NOT NULL DEFAULT '',
-    created_at        REAL    NOT NULL,
-    model             TEXT,
-    params_json       TEXT,
-    prompt_tokens     INTEGER,
-    completion_tokens INTEGER,
-    ttft_s            REAL,
-    tokens_per_s      REAL,
-    finish_reason     TEXT CHECK (finish_reason IN ('stop', 'length', 'cancelled', 'error')),
-    complete          INTEGER NOT NULL DEFAULT 1 CHECK (complete IN (0, 1))
-);
-CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
-CREATE INDEX messages_by_parent ON messages(parent_id);
-CREATE INDEX conversations_by_updated ON conversations(archived, updated_at);
-CREATE INDEX conversations_by_leaf ON conversations(current_leaf_id);
-"""
-
-# Full-text search over message text: an external-content FTS5 table kept in sync by triggers,
-# and back-filled from the messages already stored when an older database is upgraded.
-_SCHEMA_2 = """
-CREATE VIRTUAL TABLE messages_fts USING fts5(
-    text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
-    INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
-END;
-INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
-"""
-
-#: Schema steps: ``MIGRATIONS[n]`` turns a version ``n - 1`` database into version ``n``.
-#: Append new steps; never edit one that has shipped.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _script(_SCHEMA_1),  # conversations and message trees
-    2: _script(_SCHEMA_2),  # FTS5 search over message text
-}
-SCHEMA_VERSION = max(MIGRATIONS)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def make_title(text: str) -> str | None:
-    """A one-line title from a user message: its first non-empty line, shortened."""
-    for line in text.splitlines():
-        line = " ".join(line.split())
-        if line:
-            if len(line) <= TITLE_MAX_CHARS:
-                return line
-            cut = line[: TITLE_MAX_CHARS - 1]
-            if " " in cut[TITLE_MAX_CHARS // 2 :]:
-                cut = cut.rsplit(" ", 1)[0]
-            return cut.rstrip() + "…"
-    return None
-
-
-def format_time(timestamp: float) -> str:
-    """A Unix time as local ``YYYY-MM-DD HH:MM``."""
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
-
-
-def fts_query(query: str, *, prefix: bool = True) -> str:
-    """Turn what a user typed into a safe FTS5 query.
-
-    Each whitespace-separated word becomes a quoted phrase (so punctuation never raises a
-    syntax error), all must match, and with ``prefix`` the last one also matches longer
-    words (search-as-you-type). Returns ``""`` when nothing searchable is left.
-    """
-    words = [w for w in query.split() if re.search(r"\w", w)]
-    phrases = ['"' + w.replace('"', '""') + '"' for w in words]
-    if phrases and prefix:
-        phrases[-1] += "*"
-    return " ".join(phrases)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-def _message(row: sqlite3.Row) -> Message:
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        parent_id=row["parent_id"],
-        role=row["role"],
-        text=row["text"],
-        created_at=row["created_at"],
-        model=row["model"],
-        params=_loads(row["params_json"]),
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        ttft_s=row["ttft_s"],
-        tokens_per_s=row["tokens_per_s"],
-        finish_reason=row["finish_reason"],
-        complete=bool(row["complete"]),
-    )
-
-
-def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        system_prompt=row["system_prompt"],
-        model=row["model"],
-        params=_loads(row["params_json"]) or {},
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        archived=bool(row["archived"]),
-        current_leaf_id=row["current_leaf_id"],
-    )
-
-
-_MESSAGE_FIELDS = (
-    "conversation_id, parent_id, role, text, created_at, model, params_json, prompt_tokens, "
-    "completion_tokens, ttft_s, tokens_per_s, finish_reason, complete"
+from baize_tui.history.io import ImportExport
+from baize_tui.history.records import (
+    _MESSAGE_FIELDS,
+    BUSY_TIMEOUT_S,
+    FINISH_REASONS,
+    MIGRATIONS,
+    ROLES,
+    SCHEMA_VERSION,
+    Conversation,
+    ConversationSummary,
+    Message,
+    NotFoundError,
+    SearchHit,
+    _conversation,
+    _dumps,
+    _message,
+    _rowid,
+    fts_query,
+    make_title,
 )
-
+from baize_tui.paths import get_paths
 
 # --------------------------------------------------------------------------- the store
 
 
-class HistoryStore:
+class HistoryStore(ImportExport):
     """Every saved conversation, in one SQLite file (default: ``baize-tui paths history``).
 
     Safe to share between threads (calls are serialised) and between processes (WAL, busy
@@ -445,7 +199,7 @@ class HistoryStore:
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (title, system_prompt, model, _dumps(dict(params)), now, now),
             )
-            return int(cursor.lastrowid)
+            return _rowid(cursor)
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         """One conversation's settings and current leaf."""
@@ -582,7 +336,7 @@ class HistoryStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?)",
                 (conversation_id, parent_id, role, text, now, model, _dumps(params), int(complete)),
             )
-            message_id = int(cursor.lastrowid)
+            message_id = _rowid(cursor)
             title = make_title(text) if role == "user" else None
             db.execute(
                 "UPDATE conversations SET current_leaf_id = ?, updated_at = ?,"
@@ -816,276 +570,3 @@ class HistoryStore:
             )
             for r in rows
         ]
-
-    # ---- export / import
-
-    def export_json(self, conversation_id: int) -> dict[str, Any]:
-        """The whole conversation (every branch, every field) as a JSON-ready dict.
-
-        :meth:`import_json` reads it back losslessly (only ids change).
-        """
-        with self._read() as db:
-            conversation = _conversation(self._require_conversation(db, conversation_id))
-            rows = db.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
-            ).fetchall()
-        messages = []
-        for row in rows:
-            record = asdict(_message(row))
-            del record["conversation_id"]
-            messages.append(record)
-        return {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "conversation": asdict(conversation),
-            "messages": messages,
-        }
-
-    def import_json(self, data: Any) -> int:
-        """Store a conversation exported by :meth:`export_json` as a new conversation.
-
-        Returns the new id. Invalid input raises :class:`ImportFormatError` naming the field
-        (``messages[3].role: ...``) and stores nothing.
-        """
-        conversation, messages = _validate_export(data)
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO conversations (title, system_prompt, model, params_json, created_at,"
-                " updated_at, archived) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conversation["title"],
-                    conversation["system_prompt"],
-                    conversation["model"],
-                    _dumps(conversation["params"]),
-                    conversation["created_at"],
-                    conversation["updated_at"],
-                    int(conversation["archived"]),
-                ),
-            )
-            new_conversation = int(cursor.lastrowid)
-            new_ids: dict[int, int] = {}
-            for m in messages:
-                cursor = db.execute(
-                    f"INSERT INTO messages ({_MESSAGE_FIELDS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new_conversation,
-                        None if m["parent_id"] is None else new_ids[m["parent_id"]],
-                        m["role"],
-                        m["text"],
-                        m["created_at"],
-                        m["model"],
-                        _dumps(m["params"]),
-                        m["prompt_tokens"],
-                        m["completion_tokens"],
-                        m["ttft_s"],
-                        m["tokens_per_s"],
-                        m["finish_reason"],
-                        int(m["complete"]),
-                    ),
-                )
-                new_ids[m["id"]] = int(cursor.lastrowid)
-            leaf = conversation["current_leaf_id"]
-            if leaf is not None:
-                db.execute(
-                    "UPDATE conversations SET current_leaf_id = ? WHERE id = ?",
-                    (new_ids[leaf], new_conversation),
-                )
-            return new_conversation
-
-    def export_markdown(self, conversation_id: int, *, leaf_id: int | None = None) -> str:
-        """The shown thread (root → current leaf, or → ``leaf_id``) as a Markdown document."""
-        conversation = self.get_conversation(conversation_id)
-        thread = self.thread(conversation_id, leaf_id=leaf_id)
-        branches: dict[int | None, list[int]] = {}
-        for row in self._query(
-            "SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY id",
-            (conversation_id,),
-        ):
-            branches.setdefault(row["parent_id"], []).append(row["id"])
-
-        lines = [f"# {conversation.display_title}", ""]
-        if conversation.model:
-            lines.append(f"- Model: `{conversation.model}`")
-        lines.append(f"- Created: {format_time(conversation.created_at)}")
-        lines.append(f"- Updated: {format_time(conversation.updated_at)}")
-        lines.append(f"- Conversation: {conversation.id} (baize-tui)")
-        lines.append("")
-        if conversation.system_prompt:
-            lines += ["## System prompt", "", conversation.system_prompt.rstrip(), ""]
-        for message in thread:
-            heading = "## User" if message.role == "user" else "## Assistant"
-            siblings = branches.get(message.parent_id, [message.id])
-            if len(siblings) > 1:
-                heading += f" ({siblings.index(message.id) + 1}/{len(siblings)})"
-            lines += [heading, "", message.text.rstrip(), ""]
-            note = _markdown_note(message)
-            if note:
-                lines += [f"*{note}*", ""]
-        return "\n".join(lines).rstrip() + "\n"
-
-
-def _markdown_note(message: Message) -> str:
-    """The italic line under a message in a Markdown export: how it ended, and its stats."""
-    parts: list[str] = []
-    if message.finish_reason == "length":
-        parts.append("stopped at the length limit")
-    elif message.finish_reason == "cancelled":
-        parts.append("stopped by the user")
-    elif message.finish_reason == "error":
-        parts.append("ended with an error")
-    elif message.interrupted:
-        parts.append("incomplete: the reply was interrupted")
-    if message.role == "assistant":
-        if message.model:
-            parts.append(message.model)
-        if message.completion_tokens is not None:
-            parts.append(f"{message.completion_tokens} tokens")
-        if message.tokens_per_s is not None:
-            parts.append(f"{message.tokens_per_s:.1f} tokens/s")
-        if message.ttft_s is not None:
-            parts.append(f"first token after {message.ttft_s:.2f} s")
-    return " · ".join(parts)
-
-
-# --------------------------------------------------------------------------- import validation
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _field(
-    record: dict[str, Any],
-    where: str,
-    key: str,
-    check: Callable[[Any], bool],
-    expected: str,
-    default: Any = ...,
-) -> Any:
-    if key not in record:
-        if default is ...:
-            raise ImportFormatError(f"{where}.{key}: missing (expected {expected})")
-        return default() if callable(default) else default
-    value = record[key]
-    if not check(value):
-        shown = json.dumps(value, ensure_ascii=False)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        raise ImportFormatError(f"{where}.{key}: expected {expected}, got {shown}")
-    return value
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-def _validate_export(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Check an export document; returns (conversation fields, messages sorted by id)."""
-    if not isinstance(data, dict):
-        raise ImportFormatError("expected a JSON object (a baize-tui conversation export)")
-    fmt = data.get("format")
-    if fmt != EXPORT_FORMAT:
-        raise ImportFormatError(f"format: expected {EXPORT_FORMAT!r}, got {json.dumps(fmt)}")
-    version = _field(data, "document", "version", _is_int, "an integer", EXPORT_VERSION)
-    if version > EXPORT_VERSION:
-        raise ImportFormatError(
-            f"version: {version} is newer than this baize-tui reads ({EXPORT_VERSION}); upgrade"
-        )
-    if "conversation" not in data:
-        raise ImportFormatError("conversation: missing (expected an object)")
-    conv = data["conversation"]
-    if not isinstance(conv, dict):
-        raise ImportFormatError("conversation: expected an object")
-    is_str = lambda v: isinstance(v, str)  # noqa: E731
-    is_dict = lambda v: isinstance(v, dict)  # noqa: E731
-    now = time.time()
-    conversation = {
-        "title": _field(conv, "conversation", "title", _optional(is_str), "a string or null", None),
-        "system_prompt": _field(conv, "conversation", "system_prompt", is_str, "a string", ""),
-        "model": _field(conv, "conversation", "model", is_str, "a string", ""),
-        "params": _field(conv, "conversation", "params", is_dict, "an object", dict),
-        "created_at": _field(conv, "conversation", "created_at", _is_number, "a number", now),
-        "archived": _field(
-            conv, "conversation", "archived", lambda v: isinstance(v, bool), "true or false", False
-        ),
-    }
-    conversation["updated_at"] = _field(
-        conv, "conversation", "updated_at", _is_number, "a number", conversation["created_at"]
-    )
-
-    raw_messages = data.get("messages", [])
-    if not isinstance(raw_messages, list):
-        raise ImportFormatError("messages: expected a list")
-    entries: list[tuple[dict[str, Any], str]] = []
-    seen: set[int] = set()
-    for index, raw in enumerate(raw_messages):
-        where = f"messages[{index}]"
-        if not isinstance(raw, dict):
-            raise ImportFormatError(f"{where}: expected an object")
-        m = {
-            "id": _field(raw, where, "id", _is_int, "an integer"),
-            "parent_id": _field(
-                raw, where, "parent_id", _optional(_is_int), "an integer or null", None
-            ),
-            "role": _field(raw, where, "role", lambda v: v in ROLES, " or ".join(map(repr, ROLES))),
-            "text": _field(raw, where, "text", is_str, "a string"),
-            "created_at": _field(raw, where, "created_at", _is_number, "a number", now),
-            "model": _field(raw, where, "model", _optional(is_str), "a string or null", None),
-            "params": _field(raw, where, "params", _optional(is_dict), "an object or null", None),
-            "prompt_tokens": _field(
-                raw, where, "prompt_tokens", _optional(_is_int), "an integer or null", None
-            ),
-            "completion_tokens": _field(
-                raw, where, "completion_tokens", _optional(_is_int), "an integer or null", None
-            ),
-            "ttft_s": _field(raw, where, "ttft_s", _optional(_is_number), "a number or null", None),
-            "tokens_per_s": _field(
-                raw, where, "tokens_per_s", _optional(_is_number), "a number or null", None
-            ),
-            "finish_reason": _field(
-                raw,
-                where,
-                "finish_reason",
-                lambda v: v is None or v in FINISH_REASONS,
-                "one of " + ", ".join(FINISH_REASONS) + " or null",
-                None,
-            ),
-            "complete": _field(
-                raw, where, "complete", lambda v: isinstance(v, bool), "true or false", True
-            ),
-        }
-        if m["id"] in seen:
-            raise ImportFormatError(f"{where}.id: {m['id']} appears twice")
-        seen.add(m["id"])
-        entries.append((m, where))
-    # Insert in id order: it preserves which branch is newest, and a parent always has a
-    # smaller id than its children (which also rules out cycles).
-    pairs = sorted(entries, key=lambda pair: pair[0]["id"])
-    placed: set[int] = set()
-    for m, where in pairs:
-        parent = m["parent_id"]
-        if parent is not None and parent not in placed:
-            problem = (
-                "no message has that id" if parent not in seen else "it is not an older message"
-            )
-            raise ImportFormatError(
-                f"{where}.parent_id: {parent} is not a valid parent ({problem})"
-            )
-        placed.add(m["id"])
-    leaf = _field(
-        conv,
-        "conversation",
-        "current_leaf_id",
-        _optional(_is_int),
-        "an integer or null",
-        lambda: max(seen) if seen else None,
-    )
-    if leaf is not None and leaf not in seen:
-        raise ImportFormatError(f"conversation.current_leaf_id: no message has id {leaf}")
-    conversation["current_leaf_id"] = leaf
-    return conversation, [m for m, _ in pairs]

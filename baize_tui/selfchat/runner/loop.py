@@ -18,319 +18,32 @@ ones finish and are saved. ``stop()`` does the same on request (Ctrl+C, the TUI'
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import hashlib
 import json
-import math
 import random
-import re
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from baize_tui.selfchat import templates as tpl
+from baize_tui.selfchat.runner.client import (
+    CallResult,
+    DialogueFailed,
+    FatalRunError,
+    RateLimiter,
+    _now,
+    _response_class,
+    _Retry,
+    _short,
+    estimate_tokens,
+    parse_duration,
+    parse_retry_after,
+)
+from baize_tui.selfchat.runner.config import Event, RunConfig, RunStats, redact_url
 from baize_tui.selfchat.seeds import Seed
 from baize_tui.selfchat.store import RunStore
 from baize_tui.selfchat.transcript import ParseResult, evaluate_turns, evaluate_v1
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-# USD per 1M tokens (input, output); config ``[selfchat.prices]`` adds and overrides.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-3.5-turbo": (0.5, 1.5),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4.1-mini": (0.4, 1.6),
-    "gpt-4.1": (2.0, 8.0),
-}
-
-
-# ---------------------------------------------------------------------------------------
-# configuration and statistics
-# ---------------------------------------------------------------------------------------
-@dataclass
-class RunConfig:
-    """Everything that shapes a self-chat run (the API key is deliberately not here)."""
-
-    model: str
-    base_url: str = DEFAULT_BASE_URL
-    mode: str = "v1"
-    max_turns: int = 3
-    template: tpl.Template = tpl.DEFAULT_TEMPLATE
-    concurrency: int = 8
-    rpm: float | None = None
-    tpm: float | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    max_retries: int = 8
-    timeout: float = 120.0
-    max_tokens_total: int | None = None
-    max_cost: float | None = None
-    min_turns: int = 1
-    fsync: bool = False
-    retry_rejected: bool = False
-    price: tuple[float, float] | None = None
-    backoff_base: float = 0.5
-    backoff_cap: float = 60.0
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that make two runs' dialogues comparable (checked on resume)."""
-        return {
-            "model": self.model,
-            "mode": self.mode,
-            "max_turns": self.max_turns if self.mode == "v2" else None,
-            "template_sha256": hashlib.sha256(self.template.text.encode()).hexdigest()[:16],
-            "template_source": self.template.source,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-
-    def public(self) -> dict[str, Any]:
-        """The config as saved in state.json (no secrets)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("template", "price")}
-        out["base_url"] = redact_url(self.base_url)
-        out["template_source"] = self.template.source
-        out["price_per_1m"] = list(self.price) if self.price else None
-        out["fingerprint"] = self.fingerprint()
-        return out
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user-info or query (where keys sometimes hide)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-def resolve_price(model: str, table: dict[str, Any] | None = None) -> tuple[float, float] | None:
-    """USD per 1M (input, output) tokens for ``model``, from config then built-ins."""
-    merged: dict[str, Any] = dict(DEFAULT_PRICES)
-    merged.update(table or {})
-    value = merged.get(model)
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return float(value.get("input", 0.0)), float(value.get("output", 0.0))
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return float(value[0]), float(value[1])
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    return None
-
-
-@dataclass
-class RunStats:
-    """Live counters of a run (read by the CLI progress bar and the TUI)."""
-
-    total: int = 0
-    previously_done: int = 0
-    done: int = 0
-    failed: int = 0
-    rejected: int = 0
-    in_flight: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    calls: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float | None = 0.0
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-    paused_until: float = 0.0
-    last_error: str = ""
-    stop_reason: str = ""
-    reasons: Counter = field(default_factory=Counter)
-    _finish_times: deque = field(default_factory=lambda: deque(maxlen=200))
-
-    @property
-    def tokens(self) -> int:
-        """Input plus output tokens (all sessions of the run)."""
-        return self.tokens_in + self.tokens_out
-
-    @property
-    def remaining(self) -> int:
-        """Seeds not finished yet in this session's plan."""
-        return max(0, self.total - self.previously_done - self.done - self.failed - self.rejected)
-
-    def elapsed(self) -> float:
-        """Seconds since the run started (until it finished)."""
-        return (self.finished or time.monotonic()) - self.started
-
-    def per_minute(self) -> float:
-        """Accepted dialogues per minute over the recent window (whole run at first)."""
-        times = self._finish_times
-        now = self.finished or time.monotonic()
-        if len(times) >= 10:
-            span = now - times[0]
-            return 60.0 * len(times) / span if span > 0 else 0.0
-        span = now - self.started
-        return 60.0 * self.done / span if span > 0 else 0.0
-
-    def eta(self) -> float | None:
-        """Seconds left at the current rate, or ``None`` when unknown."""
-        rate = self.per_minute()
-        if rate <= 0:
-            return None
-        return self.remaining / rate * 60.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly snapshot."""
-        return {
-            "total": self.total, "previously_done": self.previously_done, "done": self.done,
-            "failed": self.failed, "rejected": self.rejected, "in_flight": self.in_flight,
-            "retries": self.retries, "rate_limited": self.rate_limited, "calls": self.calls,
-            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out, "cost": self.cost,
-            "elapsed_s": round(self.elapsed(), 3), "per_minute": round(self.per_minute(), 2),
-            "stop_reason": self.stop_reason, "reasons": dict(self.reasons),
-        }
-
-
-@dataclass
-class Event:
-    """Something the UI may show: ``kind`` is done, failed, retry, pause, notice, error, stop."""
-
-    kind: str
-    message: str = ""
-    record: dict[str, Any] | None = None
-
-
-# ---------------------------------------------------------------------------------------
-# errors and helpers
-# ---------------------------------------------------------------------------------------
-class FatalRunError(Exception):
-    """Stops the whole run (bad key, wrong model or URL, no quota)."""
-
-
-class DialogueFailed(Exception):
-    """One dialogue could not be generated."""
-
-    def __init__(self, reason: str, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retryable = retryable
-
-
-class _Retry(Exception):
-    def __init__(self, message: str, wait: float | None = None, *, global_pause: bool = False) -> None:
-        super().__init__(message)
-        self.wait = wait
-        self.global_pause = global_pause
-
-
-@dataclass
-class CallResult:
-    """One completion: text, finish reason and the call's own usage."""
-
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap token estimate (4 characters per token)."""
-    return len(text) // 4 + 1
-
-
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    if headers is None:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-            if math.isfinite(ms) and ms >= 0:
-                return ms / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-def parse_duration(text: str | None) -> float | None:
-    """OpenAI's reset durations (``"1s"``, ``"6m0s"``, ``"20ms"``) in seconds."""
-    if not text:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    parts = _DURATION.findall(text)
-    if not parts:
-        return None
-    return sum(float(n) * scale[u] for n, u in parts)
-
-
-class RateLimiter:
-    """Token buckets for requests and tokens per minute (either may be ``None``)."""
-
-    def __init__(self, rpm: float | None, tpm: float | None) -> None:
-        self.rpm = rpm
-        self.tpm = tpm
-        # buckets hold one second's worth: bursts stay small, pacing stays smooth
-        self._req_cap = max(1.0, rpm / 60.0) if rpm else 0.0
-        self._tok_cap = max(1.0, tpm / 60.0) if tpm else 0.0
-        self._req = self._req_cap
-        self._tok = self._tok_cap
-        self._last = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    @property
-    def active(self) -> bool:
-        """Whether any limit is set."""
-        return bool(self.rpm or self.tpm)
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        dt = now - self._last
-        self._last = now
-        if self.rpm:
-            self._req = min(self._req_cap, self._req + dt * self.rpm / 60.0)
-        if self.tpm:
-            self._tok = min(self._tok_cap, self._tok + dt * self.tpm / 60.0)
-
-    async def acquire(self, tokens: int) -> None:
-        """Wait until one request of about ``tokens`` tokens fits, then take it."""
-        if not self.active:
-            return
-        async with self._lock:
-            while True:
-                self._refill()
-                need_tok = min(float(tokens), self._tok_cap)
-                waits = []
-                if self.rpm and self._req < 1.0:
-                    waits.append((1.0 - self._req) * 60.0 / self.rpm)
-                if self.tpm and self._tok < need_tok:
-                    waits.append((need_tok - self._tok) * 60.0 / self.tpm)
-                if not waits:
-                    if self.rpm:
-                        self._req -= 1.0
-                    if self.tpm:
-                        self._tok -= tokens
-                    return
-                await asyncio.sleep(max(waits))
-
-    def settle(self, estimated: int, actual: int) -> None:
-        """Correct the token bucket once the real usage is known."""
-        if self.tpm:
-            self._tok += estimated - actual
 
 
 # ---------------------------------------------------------------------------------------
@@ -663,7 +376,7 @@ class SelfChatRunner:
                 parsed = evaluate_turns(turns, min_turns=cfg.min_turns)
         except DialogueFailed as exc:
             error = self._redact(str(exc))
-            rec = dict(base, kind="failed", reason=exc.reason, retryable=exc.retryable,
+            rec: dict[str, Any] = dict(base, kind="failed", reason=exc.reason, retryable=exc.retryable,
                        error=error, usage=usage(), retries=self.stats.retries - retries0,
                        time=_now())
             self.store.append_failed(rec)
@@ -769,24 +482,3 @@ class SelfChatRunner:
         if self._fatal:
             raise FatalRunError(self._fatal)
         return self.stats
-
-
-def _response_class() -> type:
-    """The HTTP response class of the installed SDK (httpx2 from openai 3, httpx before)."""
-    try:
-        import httpx2
-
-        return httpx2.Response
-    except ImportError:  # pragma: no cover - openai < 3
-        import httpx
-
-        return httpx.Response
-
-
-def _short(exc: Exception) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(msg).split())[:300]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
