@@ -99,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(args, "func", run_app)
     if getattr(args, "command", None) != "paths":
         log_to_file()
-    if handler is not run_app:  # the app installs its own (it must exit through Textual)
-        from baize_tui.shutdown import install_termination_handlers
+    if handler is run_app:  # the app installs its own (it must exit through Textual)
+        return run_reporting_errors("baize-tui", lambda: handler(args))
+    from baize_tui.shutdown import termination_handlers
 
-        install_termination_handlers()
-    return run_reporting_errors("baize-tui", lambda: handler(args))
+    with termination_handlers():  # put back afterwards: main() is also called in-process
+        return run_reporting_errors("baize-tui", lambda: handler(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "ui": {
         "theme": "textual-dark",
         "keymap": {},
+        "reopen_last": True,  # open the last chat on launch
     },
 }
 

@@ -10,9 +10,10 @@ CLI then exits with 128 + the signal number.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from baize_tui.faults import Terminated
@@ -48,3 +49,16 @@ def install_termination_handlers(on_signal: Callable[[int], None] | None = None)
     for signum in SIGNALS:
         signal.signal(signum, handler)
     return True
+
+
+@contextlib.contextmanager
+def termination_handlers() -> Iterator[None]:
+    """Install the handlers for the block, then put back whatever was there before."""
+    before = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    installed = install_termination_handlers()
+    try:
+        yield
+    finally:
+        if installed:
+            for signum, previous in before.items():
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)

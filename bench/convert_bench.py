@@ -9,7 +9,11 @@ rank-8 Baize-v1-style adapter, then runs, each in its own process:
 
 and prints wall time, peak RSS and the ratios (targets: RSS (a) <= 0.25 x (b), time (a) <= (b)).
 
-    python bench/convert_bench.py [--workdir DIR] [--layers N]
+``--shape llama3`` builds a Llama 3.2-shaped model instead (about 1 GB fp16: hidden 2048,
+4 layers, 32 heads / 8 KV heads, vocabulary 128,256 with a byte-level BPE tokenizer, llama3
+rope scaling, tied embeddings) with a rank-8 adapter on all seven projections.
+
+    python bench/convert_bench.py [--workdir DIR] [--layers N] [--shape llama1|llama3]
 """
 
 from __future__ import annotations
@@ -51,16 +55,26 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
     return time.monotonic() - start, usage.ru_maxrss * 1024
 
 
-def build_model(root: Path, layers: int) -> tuple[Path, Path]:
+SHAPES = {
+    # hidden, intermediate, vocab, heads, kv heads, tied, default layers
+    "llama1": (2048, 5632, 32000, 16, 16, False, 12),
+    "llama3": (2048, 8192, 128256, 32, 8, True, 4),
+}
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def build_model(root: Path, layers: int, shape: str = "llama1") -> tuple[Path, Path]:
     import tinymodels
     import torch
     from safetensors.torch import save_file
 
-    hidden, inter, vocab, heads = 2048, 5632, 32000, 16
+    hidden, inter, vocab, heads, kv_heads, tied, _ = SHAPES[shape]
+    head_dim = hidden // heads
     base, lora = root / "base", root / "lora"
     if (base / "config.json").exists() and (lora / "adapter_config.json").exists():
         return base, lora
-    tok = tinymodels.build_tokenizer(root / "tokenizer")
+    tok = _build_tokenizer(root, shape)
     base.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
@@ -80,15 +94,17 @@ def build_model(root: Path, layers: int) -> tuple[Path, Path]:
     add("model.embed_tokens.weight", rnd(vocab, hidden))
     for i in range(layers):
         p = f"model.layers.{i}."
-        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            add(p + f"self_attn.{m}.weight", rnd(hidden, hidden))
+        for m, rows in (("q_proj", hidden), ("k_proj", kv_heads * head_dim),
+                        ("v_proj", kv_heads * head_dim), ("o_proj", hidden)):
+            add(p + f"self_attn.{m}.weight", rnd(rows, hidden))
         add(p + "mlp.gate_proj.weight", rnd(inter, hidden))
         add(p + "mlp.up_proj.weight", rnd(inter, hidden))
         add(p + "mlp.down_proj.weight", rnd(hidden, inter))
         add(p + "input_layernorm.weight", torch.ones(hidden).half())
         add(p + "post_attention_layernorm.weight", torch.ones(hidden).half())
     add("model.norm.weight", torch.ones(hidden).half())
-    add("lm_head.weight", rnd(vocab, hidden))
+    if not tied:
+        add("lm_head.weight", rnd(vocab, hidden))
     files.append(dict(shard))
     n = len(files)
     total = 0
@@ -102,36 +118,77 @@ def build_model(root: Path, layers: int) -> tuple[Path, Path]:
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
               "intermediate_size": inter, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": vocab,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
               "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "bos_token_id": 1,
-              "eos_token_id": 2, "torch_dtype": "float16", "tie_word_embeddings": False}
+              "eos_token_id": 2, "torch_dtype": "float16", "tie_word_embeddings": tied}
+    if shape == "llama3":
+        config.update(max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                      rope_scaling=LLAMA3_ROPE, bos_token_id=128000, eos_token_id=128001)
+        for f in tok.iterdir():
+            (base / f.name).write_bytes(f.read_bytes())
+    else:
+        tinymodels.copy_tokenizer(tok, base)
     (base / "config.json").write_text(json.dumps(config, indent=2))
-    tinymodels.copy_tokenizer(tok, base)
-    # A rank-8 adapter on the six Baize v1 modules.
+    _write_adapter(lora, shape, layers)
+    return base, lora
+
+
+def _build_tokenizer(root: Path, shape: str) -> Path:
+    if shape == "llama3":
+        import tinybpe
+
+        return tinybpe.build_bpe_tokenizer(root / "tokenizer", "llama3")
+    import tinymodels
+
+    return tinymodels.build_tokenizer(root / "tokenizer")
+
+
+def _write_adapter(lora: Path, shape: str, layers: int) -> None:
+    """A rank-8 adapter: Baize v1's six modules on LLaMA-1, all seven on Llama 3."""
+    import tinymodels
+    import torch
+
+    hidden, inter, _, heads, kv_heads, _, _ = SHAPES[shape]
+    head_dim = hidden // heads
     lora.mkdir(exist_ok=True)
+    kv = kv_heads * head_dim
+    dims = {"q_proj": (hidden, hidden), "k_proj": (kv, hidden), "v_proj": (kv, hidden),
+            "gate_proj": (inter, hidden), "up_proj": (inter, hidden), "down_proj": (hidden, inter)}
+    if shape == "llama3":
+        dims["o_proj"] = (hidden, hidden)
     state = {}
     for i in range(layers):
-        for m, (out_dim, in_dim) in {"q_proj": (hidden, hidden), "k_proj": (hidden, hidden),
-                                     "v_proj": (hidden, hidden), "gate_proj": (inter, hidden),
-                                     "up_proj": (inter, hidden), "down_proj": (hidden, inter)}.items():
-            kind = "self_attn" if m.endswith(("q_proj", "k_proj", "v_proj")) else "mlp"
+        for m, (out_dim, in_dim) in dims.items():
+            kind = "self_attn" if m.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
             key = f"base_model.model.model.layers.{i}.{kind}.{m}"
             state[f"{key}.lora_A.weight"] = torch.randn(8, in_dim) * 0.01
             state[f"{key}.lora_B.weight"] = torch.randn(out_dim, 8) * 0.01
     torch.save(state, lora / "adapter_model.bin")
-    (lora / "adapter_config.json").write_text(json.dumps(tinymodels.BAIZE_V1_ADAPTER_CONFIG))
-    return base, lora
+    adapter_config = dict(tinymodels.BAIZE_V1_ADAPTER_CONFIG, target_modules=sorted(dims))
+    (lora / "adapter_config.json").write_text(json.dumps(adapter_config))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "baize-convert-bench")
-    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--layers", type=int, help="blocks (default 12 for llama1, 4 for llama3)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama1")
+    parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    base, lora = build_model(args.workdir, args.layers)
+    layers = args.layers or SHAPES[args.shape][-1]
+    workdir = args.workdir / args.shape if args.shape != "llama1" else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.build_only:
+        build_model(workdir, layers, args.shape)
+        return
+    # Built in a child: a forked child's peak RSS starts from its parent's, so this process
+    # must stay small for the measurements below to be the routes' own.
+    subprocess.run([sys.executable, __file__, "--build-only", "--shape", args.shape,
+                    "--layers", str(layers), "--workdir", str(args.workdir)], check=True)
+    args.workdir = workdir
+    base, lora = workdir / "base", workdir / "lora"
     size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
-    print(f"synthetic LLaMA: {size / 1e9:.2f} GB fp16, {args.layers} layers; rank-8 adapter")
+    print(f"synthetic {args.shape}: {size / 1e9:.2f} GB fp16, {layers} layers; rank-8 adapter")
     bindir = Path(sys.executable).parent
     out_a = args.workdir / "ours-Q8_0.gguf"
     out_b = args.workdir / "usual-Q8_0.gguf"

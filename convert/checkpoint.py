@@ -21,9 +21,15 @@ from baize_convert import ConvertError
 from baize_convert.rawio import pread_into, to_f32
 from baize_convert.torchbin import load_state_dict, read_rows
 
-LLAMA_ARCHITECTURES = {"LlamaForCausalLM", "LLaMAForCausalLM"}
+LLAMA_ARCHITECTURES = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"}
+# model_type values of the LLaMA family that llama.cpp runs as "llama" (Mistral 7B included).
+LLAMA_MODEL_TYPES = {"llama", "mistral"}
+# rope_scaling types written the way llama.cpp reads them ("default"/None: no scaling).
+ROPE_TYPES = {"default", "llama3", "linear"}
 # Buffers some old checkpoints carry that are not weights (BAIZE.md §2).
 SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
+
+ROPE_FREQS = "rope_freqs.weight"  # a tensor llama.cpp needs that the HF checkpoint computes
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
@@ -173,6 +179,64 @@ def _check_hparams(config: dict[str, Any], path: Path) -> None:
                            f"num_attention_heads={heads}")
 
 
+def rope_scaling(config: dict[str, Any]) -> dict[str, Any]:
+    """The rope scaling block (``rope_scaling``, or transformers 5's ``rope_parameters``)."""
+    scaling = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    return scaling if isinstance(scaling, dict) else {}
+
+
+def rope_type(config: dict[str, Any]) -> str:
+    """``default``, ``llama3``, ``linear``, ``yarn``, … (``type`` in older configs)."""
+    scaling = rope_scaling(config)
+    return str(scaling.get("rope_type") or scaling.get("type") or "default").lower()
+
+
+def check_family(config: dict[str, Any], path: Path) -> None:
+    """Refuse, naming what is unsupported, anything llama.cpp would not run as LLaMA."""
+    archs = [str(a) for a in config.get("architectures") or []]
+    model_type = str(config.get("model_type", "llama")).lower()
+    if model_type not in LLAMA_MODEL_TYPES or (archs and not set(archs) & LLAMA_ARCHITECTURES):
+        named = ", ".join(archs) or model_type
+        raise ConvertError(
+            f"{path}: architecture {named} is not LLaMA and is not supported; baize-convert "
+            "handles the LLaMA family (LlamaForCausalLM: LLaMA 1/2/3, TinyLlama, SmolLM; "
+            "MistralForCausalLM: Mistral 7B)"
+        )
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ConvertError(f"{path}: attention_bias/mlp_bias LLaMA variants are not supported")
+    kind = rope_type(config)
+    if kind not in ROPE_TYPES:
+        raise ConvertError(
+            f"{path}: rope scaling type {kind!r} is not supported (supported: "
+            f"{', '.join(sorted(ROPE_TYPES))})"
+        )
+
+
+def llama3_rope_factors(config: dict[str, Any], head_dim: int, theta: float) -> np.ndarray:
+    """The ``rope_freqs`` tensor llama.cpp needs for ``rope_type = llama3`` (head_dim/2 floats).
+
+    Same formula as transformers' llama3 RoPE init: wavelengths shorter than
+    ``original / high_freq_factor`` keep their frequency, longer than ``original /
+    low_freq_factor`` are divided by ``factor``, and the band between is interpolated.
+    """
+    scaling = rope_scaling(config)
+    factor = float(scaling.get("factor", 8.0))
+    low = float(scaling.get("low_freq_factor", 1.0))
+    high = float(scaling.get("high_freq_factor", 4.0))
+    original = float(scaling.get("original_max_position_embeddings")
+                     or config.get("original_max_position_embeddings") or 8192)
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    wavelen = 2 * np.pi / freqs
+    smooth = (original / wavelen - low) / (high - low)
+    factors = np.where(wavelen < original / high, 1.0,
+                       np.where(wavelen > original / low, factor,
+                                1.0 / ((1 - smooth) / factor + smooth)))
+    return factors.astype(np.float32)
+
+
+GENERATED_FILE = Path("<generated>")
+
+
 @dataclass
 class Checkpoint:
     """A LLaMA checkpoint directory: its config and a lazy view of its tensors."""
@@ -181,6 +245,7 @@ class Checkpoint:
     config: dict[str, Any]
     refs: dict[str, TensorRef] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    generated: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. llama3 rope_freqs
     _files: dict[Path, SafetensorsFile | TorchBinFile] = field(default_factory=dict)
 
     @classmethod
@@ -199,14 +264,7 @@ class Checkpoint:
         if not isinstance(config, dict):
             raise ConvertError(f"{config_path}: expected a JSON object, got a "
                                f"{type(config).__name__}")
-        archs = config.get("architectures") or []
-        if config.get("model_type", "llama").lower() != "llama" or (
-            archs and not set(archs) & LLAMA_ARCHITECTURES
-        ):
-            raise ConvertError(
-                f"{config_path}: architecture {archs or config.get('model_type')} is not LLaMA; "
-                "baize-convert handles LlamaForCausalLM checkpoints only"
-            )
+        check_family(config, config_path)
         _check_hparams(config, config_path)
         ckpt = cls(directory, config)
         if not weights:
@@ -223,22 +281,43 @@ class Checkpoint:
                 ckpt.refs[ref.name] = ref
         if not ckpt.refs:
             raise ConvertError(f"{directory}: the weight files hold no tensors")
+        if ckpt.tied and "lm_head.weight" in ckpt.refs:
+            ckpt.skipped.append("lm_head.weight")  # transformers ignores it: output = embedding
+            del ckpt.refs["lm_head.weight"]
+        if rope_type(config) == "llama3":
+            factors = llama3_rope_factors(config, ckpt.head_dim, ckpt.rope_theta)
+            ckpt.generated[ROPE_FREQS] = factors
+            ckpt.refs[ROPE_FREQS] = TensorRef(ROPE_FREQS, GENERATED_FILE, "F32", factors.shape)
         return ckpt
 
     def load(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``start:stop`` of one tensor (all rows by default) as a new float32 array."""
+        if name in self.generated:
+            return self.generated[name][start:stop].copy()
         ref = self.refs[name]
         return self._files[ref.file].load(name, start, stop)
+
+    @property
+    def tied(self) -> bool:
+        """Whether the output layer is the token embedding (no separate ``lm_head``)."""
+        return bool(self.config.get("tie_word_embeddings", False))
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return int(self.config.get("head_dim") or self.hidden_size // self.n_head)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor's shape: from the weights when read, else what the config implies."""
         if self.refs:
             return {name: ref.shape for name, ref in self.refs.items()}
         h, ffn = self.hidden_size, int(self.config["intermediate_size"])
-        head_dim = int(self.config.get("head_dim") or h // self.n_head)
+        head_dim = self.head_dim
         vocab = int(self.config.get("vocab_size") or 32000)
         shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, h),
-                                              "model.norm.weight": (h,), "lm_head.weight": (vocab, h)}
+                                              "model.norm.weight": (h,)}
+        if not self.tied:
+            shapes["lm_head.weight"] = (vocab, h)
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
             shapes |= {p + "self_attn.q_proj.weight": (self.n_head * head_dim, h),
@@ -279,7 +358,7 @@ class Checkpoint:
     @property
     def rope_theta(self) -> float:
         """RoPE base frequency (top-level in older configs, in rope_parameters in newer)."""
-        params = self.config.get("rope_parameters") or {}
+        params = rope_scaling(self.config)
         return float(self.config.get("rope_theta") or params.get("rope_theta") or 10000.0)
 
     @property

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("-o", "--output", type=Path, help="output .gguf (default: a descriptive name here)")
     merge.add_argument("--hf-out", type=Path, metavar="DIR",
                        help="also write the merged model as HF safetensors shards")
-    merge.add_argument("--name", help="model name stored in general.name")
+    merge.add_argument("--name", help="model name stored in general.name (default: from the "
+                       "adapter and base, e.g. baize-lora-7B or <base>-<run dir>)")
+    merge.add_argument("--template", metavar="baize|base|FILE",
+                       help="chat template to embed (default: the one the adapter was trained "
+                       "in, else Baize's)")
     merge.add_argument("--force", action="store_true", help="overwrite an existing output")
     merge.set_defaults(func=_merge)
 
@@ -77,7 +81,7 @@ def _merge(args: argparse.Namespace) -> int:
 
     request = MergeRequest(base=args.base, loras=list(args.lora), quant=args.quantize,
                            output=args.output, hf_out=args.hf_out, name=args.name,
-                           force=args.force)
+                           force=args.force, template=args.template)
     run_merge(request)
     return 0
 

@@ -4,18 +4,20 @@ load → merge → permute → convert → write one tensor at a time."""
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from baize_convert import ConvertError
-from baize_convert.checkpoint import Checkpoint
+from baize_convert.checkpoint import ROPE_FREQS, Checkpoint, rope_scaling, rope_type
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, tensor_nbytes
 from baize_convert.vocab import Vocab
@@ -59,6 +61,8 @@ def gguf_name_for(hf_name: str, name_map: gguf.TensorNameMap) -> str:
 
 
 def _order_key(hf_name: str) -> tuple[int, int, str]:
+    if hf_name == ROPE_FREQS:
+        return (-1, 0, hf_name)
     if hf_name.startswith("model.embed_tokens"):
         return (0, 0, hf_name)
     if hf_name.startswith("model.layers."):
@@ -72,11 +76,16 @@ def plan_tensors(ckpt: Checkpoint, qt: QuantType) -> list[TensorPlan]:
     plans = []
     for hf_name in sorted(ckpt.refs, key=_order_key):
         ref = ckpt.refs[hf_name]
-        gname = gguf_name_for(hf_name, name_map)
+        gname = hf_name if hf_name == ROPE_FREQS else gguf_name_for(hf_name, name_map)
         qtype = qt.tensor_type(gname, ref.shape)
         plans.append(TensorPlan(hf_name, gname, ref.shape, qtype, tensor_nbytes(ref.shape, qtype)))
-    if not any(p.gguf_name == "output.weight" for p in plans):
-        raise ConvertError(f"{ckpt.directory}: no lm_head.weight (tied embeddings are not LLaMA-1)")
+    if not ckpt.tied and not any(p.gguf_name == "output.weight" for p in plans):
+        raise ConvertError(
+            f"{ckpt.directory}: no lm_head.weight, and config.json does not set "
+            "tie_word_embeddings; the checkpoint is incomplete"
+        )
+    # Tied embeddings: no output.weight; llama.cpp then uses token_embd as the output, as
+    # its own converter writes these models.
     return plans
 
 
@@ -117,6 +126,29 @@ def encode_tensor(w: np.ndarray, qtype: T) -> np.ndarray:
     return gguf.quants.quantize(w, qtype)
 
 
+def add_tokenizer_metadata(writer: gguf.GGUFWriter, vocab: Vocab) -> None:
+    """``tokenizer.ggml.*``: a sentencepiece (``llama``) or byte-level BPE (``gpt2``) vocab."""
+    writer.add_tokenizer_model(vocab.model)
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    if vocab.model == "llama":
+        writer.add_token_scores(vocab.scores)  # SPM merges by score; BPE by the merge list
+    writer.add_token_types(vocab.types)
+    if vocab.merges:
+        writer.add_token_merges(vocab.merges)
+    writer.add_bos_token_id(vocab.bos_id)
+    writer.add_eos_token_id(vocab.eos_id)
+    if vocab.unk_id is not None:
+        writer.add_unk_token_id(vocab.unk_id)
+    if vocab.pad_id is not None:
+        writer.add_pad_token_id(vocab.pad_id)
+    if vocab.eot_id is not None:
+        writer.add_eot_token_id(vocab.eot_id)
+    writer.add_add_bos_token(vocab.add_bos)
+    # Baize trained with add_eos_token=True, but llama.cpp must never append EOS to a prompt.
+    writer.add_add_eos_token(vocab.add_eos if vocab.model == "gpt2" else False)
+
+
 def add_model_metadata(writer: gguf.GGUFWriter, ckpt: Checkpoint, vocab: Vocab, *, name: str,
                        file_type: int, chat_template: str) -> None:
     """Every ``general.*``, ``llama.*`` and ``tokenizer.*`` key a LLaMA GGUF needs."""
@@ -131,21 +163,14 @@ def add_model_metadata(writer: gguf.GGUFWriter, ckpt: Checkpoint, vocab: Vocab, 
     writer.add_feed_forward_length(int(ckpt.config["intermediate_size"]))
     writer.add_head_count(ckpt.n_head)
     writer.add_head_count_kv(ckpt.n_head_kv)
-    head_dim = int(ckpt.config.get("head_dim") or ckpt.hidden_size // ckpt.n_head)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(ckpt.head_dim)
     writer.add_rope_freq_base(ckpt.rope_theta)
+    if rope_type(ckpt.config) == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope_scaling(ckpt.config)["factor"]))
     writer.add_layer_norm_rms_eps(ckpt.rms_norm_eps)
     writer.add_vocab_size(ckpt.vocab_rows)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_scores(vocab.scores)
-    writer.add_token_types(vocab.types)
-    writer.add_bos_token_id(vocab.bos_id)
-    writer.add_eos_token_id(vocab.eos_id)
-    writer.add_unk_token_id(vocab.unk_id)
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(False)  # Baize trained with add_eos_token=True; llama.cpp must not append it
+    add_tokenizer_metadata(writer, vocab)
     writer.add_chat_template(chat_template)
 
 
@@ -178,6 +203,62 @@ def _process(ckpt: Checkpoint, adapters: list[Adapter], job: _Job,
     if job.n_head is not None:
         w = hf_to_gguf_qk(w, (job.stop - job.start) // (p.shape[0] // job.n_head))  # a new array
     return merged, encode_tensor(w, p.qtype)
+
+
+class _TensorStream:
+    """Writes each tensor's data row block by row block, exactly as
+    ``GGUFWriter.write_tensor_data`` writes a whole tensor (alignment padding before and
+    after), so a 128k-row embedding never sits encoded in memory whole.
+
+    Streaming uses the writer's own bookkeeping (``fout``, ``tensors``, ``state``,
+    ``write_padding``); on a big-endian host, or a gguf without those, blocks are gathered
+    and handed to ``write_tensor_data`` instead.
+    """
+
+    def __init__(self, writer: gguf.GGUFWriter) -> None:
+        self.writer = writer
+        self.streaming = (sys.byteorder == "little"
+                          and writer.endianess == gguf.GGUFEndian.LITTLE
+                          and all(hasattr(writer, a) for a in ("fout", "tensors", "write_padding")))
+        self.fout: Any = None
+        self.written = 0
+        self.gathered: np.ndarray | None = None
+
+    def write(self, p: TensorPlan, start: int, data: np.ndarray) -> None:
+        """One row block of ``p`` (blocks arrive in order)."""
+        if not self.streaming:
+            if self.gathered is None:
+                self.gathered = np.empty((p.shape[0], *data.shape[1:]), dtype=data.dtype)
+            self.gathered[start:start + data.shape[0]] = data
+            return
+        if self.fout is None:
+            w = self.writer
+            if w.state not in (gguf.WriterState.TI_DATA, gguf.WriterState.WEIGHTS):
+                raise ConvertError(f"tensor {p.hf_name}: the GGUF writer is not ready for data")
+            if w.fout is None:
+                raise ConvertError(f"tensor {p.hf_name}: the GGUF writer has no open file")
+            file_id = next(i for i, infos in enumerate(w.tensors) if infos)
+            self.fout = w.fout[file_id]
+            info = w.tensors[file_id].pop(next(iter(w.tensors[file_id])))
+            if info.nbytes != p.nbytes:
+                raise ConvertError(f"tensor {p.hf_name}: planned size differs from the header")
+            w.write_padding(self.fout, self.fout.tell())
+        np.ascontiguousarray(data).tofile(self.fout)
+        self.written += data.nbytes
+
+    def finish(self, p: TensorPlan) -> None:
+        """The tensor's last block was written: check its size and pad to the alignment."""
+        if not self.streaming:
+            out, self.gathered = self.gathered, None
+            if out is None or out.nbytes != p.nbytes:  # GGUFWriter only asserts this
+                raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
+            self.writer.write_tensor_data(out)
+            return
+        if self.written != p.nbytes:
+            raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
+        self.writer.write_padding(self.fout, self.written)
+        self.writer.state = gguf.WriterState.WEIGHTS
+        self.fout, self.written = None, 0
 
 
 def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Vocab,
@@ -215,23 +296,18 @@ def write_gguf(path: Path, ckpt: Checkpoint, adapters: list[Adapter], vocab: Voc
 
         for _ in range(workers + 1):
             submit_next()
-        out: np.ndarray | None = None
+        sink = _TensorStream(writer)
         while pending:
             job, future = pending.popleft()
             merged, data = future.result()
             submit_next()
             p = job.plan
-            if hf_sink is not None and merged is not None:
+            if hf_sink is not None and merged is not None and p.hf_name not in ckpt.generated:
                 hf_sink(p.hf_name, merged)
-            if out is None:
-                out = np.empty((p.shape[0], *data.shape[1:]), dtype=data.dtype)
-            out[job.start:job.stop] = data
+            sink.write(p, job.start, data)
             del merged, data
             if job.last:
-                if out.nbytes != p.nbytes:  # GGUFWriter only asserts this
-                    raise ConvertError(f"tensor {p.hf_name}: encoded size differs from the plan")
-                writer.write_tensor_data(out)
-                out = None
+                sink.finish(p)
                 if on_tensor is not None:
                     on_tensor(p)
     finally:

@@ -95,7 +95,8 @@ class HFShardWriter:
                  "weight_map": {name: self.files[i] for name, i in self.shard_of.items()}}
         (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         config = dict(self.ckpt.config)
-        config["architectures"] = ["LlamaForCausalLM"]
+        if config.get("architectures") in (None, [], ["LLaMAForCausalLM"]):
+            config["architectures"] = ["LlamaForCausalLM"]  # the decapoda spelling, fixed
         # The tokenizer's ids, not decapoda-era config values (BAIZE.md §2).
         config.update(bos_token_id=bos_id, eos_token_id=eos_id)
         if config.get("pad_token_id", 0) is not None and config.get("pad_token_id", 0) < 0:

@@ -32,7 +32,7 @@ from baize_convert.hub import resolve_dir, resolve_model_dir
 from baize_convert.inspect_gguf import open_header
 from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant
-from baize_convert.vocab import load_vocab
+from baize_convert.vocab import Vocab, load_vocab
 from baize_tui.catalog import base_for_adapter
 from baize_tui.formatting import human_bytes
 
@@ -51,6 +51,7 @@ class MergeRequest:
     hf_out: Path | None = None
     name: str | None = None
     force: bool = False
+    template: str | None = None  # baize | base | FILE; None: what the adapter was trained in
 
 
 @dataclass
@@ -96,9 +97,29 @@ def resolve_base_spec(base: str | None, loras: list[str], adapters: list[Adapter
     raise ConvertError("nothing to convert: give --base (and optionally --lora)")
 
 
+# Adapter folder names that say nothing about the model (a training run's ``run/adapter``).
+_GENERIC_ADAPTER_NAMES = re.compile(r"^(adapter|adapters|lora|final|output|checkpoint-\d+)$")
+
+
+def model_name(base_spec: str, loras: list[str], given: str | None = None) -> str:
+    """``general.name``: ``--name``, else the adapter's name (``baize-lora-7B``), else
+    ``<base>-<run dir>`` for a run's generic ``adapter`` folder, else the base's name."""
+    if given:
+        return given
+    base = _spec_name(base_spec) or "model"
+    if not loras:
+        return base
+    spec = loras[-1].rstrip("/")
+    name = _spec_name(spec)
+    if _GENERIC_ADAPTER_NAMES.match(name):
+        parent = Path(spec).parent.name or "lora"
+        return f"{base}-{parent}"
+    return name
+
+
 def default_output(request: MergeRequest, qt: QuantType, base_spec: str) -> Path:
     """A descriptive name in the current directory, e.g. ``baize-lora-7B-Q4_K_M.gguf``."""
-    stem = request.name or (_spec_name(request.loras[-1]) if request.loras else _spec_name(base_spec))
+    stem = model_name(base_spec, request.loras, request.name)
     return Path.cwd() / f"{stem}-{qt.label}.gguf"
 
 
@@ -202,10 +223,21 @@ def temporary_output(final: Path, tag: str = "partial") -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def _chat_template() -> str:
-    from baize_tui.prompt import chat_template
+def check_vocab_loads(path: Path, final: Path) -> None:
+    """Load the written vocabulary in llama.cpp (in a child process); fail if it cannot.
 
-    return chat_template()
+    ``path`` is the temporary file: on failure the caller's cleanup deletes it, so a file
+    llama.cpp would abort on never reaches ``final``.
+    """
+    from baize_convert.probe import probe_vocab
+
+    result = probe_vocab(path)
+    if not result.ok:
+        raise ConvertFailed(
+            f"{final}: not written: llama.cpp cannot use the vocabulary that was converted "
+            f"({result.reason}). The tokenizer of the base was not written the way llama.cpp "
+            "reads it; please report this with the base's tokenizer files"
+        )
 
 
 def _progress(total_bytes: int, n_tensors: int, label: str):
@@ -267,7 +299,8 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
     if not request.loras and not request.base:
         raise ConvertError("nothing to convert: give --base (and optionally --lora)")
     base_hint = request.base or ""
-    output = (request.output or default_output(request, qt, base_hint)).expanduser().absolute()
+    output = (request.output or default_output(
+        request, qt, base_hint or base_for_adapter(request.loras[0]) or "")).expanduser().absolute()
     check_output(output, request.force)  # before any download
     hf_out = check_hf_out(request.hf_out, output, request.force)
     ckpt, adapters = open_inputs(request.base, request.loras)
@@ -280,13 +313,13 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
                 raise ConvertError(f"--hf-out {hf_out} overlaps the input {source}; choose a new directory")
     base_spec = request.base or str(ckpt.directory)
     vocab = load_vocab(ckpt.directory, ckpt.vocab_rows)
-    template = _chat_template()
+    template = choose_template(request.template, adapters, vocab)
     write_qt = parse_quant("f16") if qt.via_llama else qt
     plans = plan_tensors(ckpt, write_qt)
     single_pass = sum(p.nbytes for p in plans)
     needed = single_pass + (int(ckpt.n_params * qt.bits_per_weight / 8) if qt.via_llama else 0)
     check_disk(output.parent, needed, f"writing {output.name}")
-    name = request.name or (_spec_name(request.loras[-1]) if request.loras else _spec_name(base_spec))
+    name = model_name(base_spec, request.loras, request.name)
 
     total_in = sum(ckpt.refs[p.hf_name].n_elements * 4 for p in plans)
     progress, task = _progress(total_in, len(plans), f"merging → {write_qt.label}")
@@ -306,7 +339,8 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
         hf_tmp = None
         if hf_out is not None:
             hf_tmp = stack.enter_context(temporary_output(hf_out, "partial-dir"))
-            hf_writer = HFShardWriter(hf_tmp, ckpt, [p.hf_name for p in plans])
+            hf_writer = HFShardWriter(hf_tmp, ckpt, [p.hf_name for p in plans
+                                                     if p.hf_name not in ckpt.generated])
             check_disk(hf_out.parent, hf_writer.total + needed, "--hf-out and the GGUF")
         if not quiet:
             stack.enter_context(progress)
@@ -327,6 +361,7 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
             tmp.unlink()
             quant_tmp.rename(tmp)
         self_check(tmp, qt, len(plans))
+        check_vocab_loads(tmp, output)
         os.replace(tmp, output)
         if hf_writer and hf_tmp is not None and hf_out is not None:
             hf_writer.finish(vocab.bos_id, vocab.eos_id)
@@ -338,6 +373,15 @@ def run_merge(request: MergeRequest, *, quiet: bool = False,
         print(f"wrote {result.output} ({qt.label}, {human_bytes(result.size)}) in "
               f"{result.seconds:.1f} s, peak memory {human_bytes(result.peak_rss)}{extra}")
     return result
+
+
+def choose_template(choice: str | None, adapters: list[Adapter], vocab: Vocab) -> str:
+    """The chat template to embed, and the end-of-turn id that goes with it (set on vocab)."""
+    from baize_convert.templates import resolve_template
+
+    text, eot = resolve_template(choice, [a.directory for a in adapters], vocab)
+    vocab.eot_id = eot
+    return text
 
 
 def self_check(path: Path, qt: QuantType, n_tensors: int) -> None:
@@ -374,7 +418,7 @@ def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype
         writer = gguf.GGUFWriter(tmp, "llama")
         try:
             writer.add_type(gguf.GGUFType.ADAPTER)
-            writer.add_name(_spec_name(lora))
+            writer.add_name(model_name(base_spec, [lora]))
             writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
             writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
             for hf_name in sorted(adapter.pairs):
@@ -391,6 +435,11 @@ def run_lora_export(lora: str, *, base: str | None, output: Path | None, outtype
             writer.write_tensors_to_file()
         finally:
             writer.close()
+        # An adapter has no vocabulary to probe; check that it reads back as what was meant.
+        header = open_header(tmp)
+        if header.get(gguf.Keys.Adapter.TYPE) != "lora" or \
+                len(header.tensors) != 2 * len(adapter.pairs):
+            raise ConvertFailed(f"{output}: not written: the adapter did not read back whole")
         os.replace(tmp, output)
     if not quiet:
         print(f"wrote {output} (LoRA adapter, {len(adapter.pairs)} modules, r={adapter.r}, "

@@ -102,9 +102,15 @@ def reference_tokenizers(hf_dir: Path) -> dict[str, Callable[[str], list[int]]]:
     if (hf_dir / "tokenizer.json").exists():
         from transformers import PreTrainedTokenizerFast
 
+        from baize_convert.bpe import is_byte_level_bpe, read_tokenizer_json
+
         tok = PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"))
-        bos = tok.convert_tokens_to_ids("<s>")
-        out["transformers"] = lambda s: [bos] + tok(s, add_special_tokens=False)["input_ids"]
+        if is_byte_level_bpe(read_tokenizer_json(hf_dir)):
+            # The tokenizer's own post-processor decides BOS (Llama 3 adds it, SmolLM not).
+            out["transformers"] = lambda s: tok(s, add_special_tokens=True)["input_ids"]
+        else:
+            bos = tok.convert_tokens_to_ids("<s>")
+            out["transformers"] = lambda s: [bos] + tok(s, add_special_tokens=False)["input_ids"]
     if not out:
         raise ConvertError(f"{hf_dir}: no tokenizer.model or tokenizer.json to compare with")
     return out

@@ -1,6 +1,8 @@
 """The tokenizer as GGUF metadata: tokens, scores and types sized to the embedding rows.
 
-Read from ``tokenizer.model`` with sentencepiece (real scores, which llama.cpp's SPM tokenizer
+Byte-level BPE tokenizers (Llama 3, SmolLM: GPT-2-style merges) are read by :func:`_from_bpe`
+and written as llama.cpp's ``gpt2`` model with merges and a pre-tokenizer name (see bpe.py).
+A sentencepiece tokenizer is read from ``tokenizer.model`` with sentencepiece (real scores, which llama.cpp's SPM tokenizer
 merges by), or from ``tokenizer.json`` alone (scores from the vocabulary order, which is the
 merge order of a sentencepiece BPE model). Tokens added after training (``added_tokens.json``,
 ``tokenizer.json``'s ``added_tokens``, ``tokenizer_config.json``'s ``added_tokens_decoder``) go
@@ -19,6 +21,7 @@ from typing import Any
 import gguf
 
 from baize_convert import ConvertError
+from baize_convert.bpe import read_tokenizer_json, tokenizer_kind
 
 log = logging.getLogger(__name__)
 T = gguf.TokenType
@@ -33,8 +36,24 @@ class Vocab:
     types: list[int] = field(default_factory=list)
     bos_id: int = 1
     eos_id: int = 2
-    unk_id: int = 0
+    unk_id: int | None = 0
     source: str = ""
+    model: str = "llama"  # tokenizer.ggml.model: llama (sentencepiece) or gpt2 (byte-level BPE)
+    pre: str = "default"  # tokenizer.ggml.pre
+    merges: list[str] = field(default_factory=list)
+    add_bos: bool = True
+    add_eos: bool = False
+    pad_id: int | None = None
+    eot_id: int | None = None  # end of a turn in the embedded chat template
+    base_template: str | None = None  # the checkpoint's own chat template, if it has one
+
+    def token_id(self, text: str) -> int | None:
+        """The id of a token by its text, or None."""
+        wanted = text.encode("utf-8")
+        for i, token in enumerate(self.tokens):
+            if token == wanted:
+                return i
+        return None
 
     def place(self, token_id: int, text: str, score: float, ttype: int) -> None:
         """Put a token at ``token_id``, filling any gap before it with unused entries."""
@@ -66,15 +85,19 @@ class Vocab:
 
 def load_vocab(directory: Path, rows: int) -> Vocab:
     """Read the tokenizer next to a checkpoint and size it to ``rows`` embedding rows."""
-    if (directory / "tokenizer.model").exists():
+    kind = tokenizer_kind(directory)
+    if kind.startswith("bpe:"):
+        vocab = _from_bpe(directory, rows, kind.removeprefix("bpe:"))
+        vocab.base_template = base_chat_template(directory)
+        return vocab
+    if kind == "spm":
         vocab = _from_sentencepiece(directory)
-    elif (directory / "tokenizer.json").exists():
-        vocab = _from_tokenizer_json(directory)
     else:
-        raise ConvertError(
-            f"{directory}: no tokenizer.model or tokenizer.json; copy the tokenizer files of "
-            "the base model into this directory"
-        )
+        vocab = _from_tokenizer_json(directory)
+    config = _tokenizer_config(directory)
+    if isinstance(config.get("add_bos_token"), bool):
+        vocab.add_bos = config["add_bos_token"]
+    vocab.base_template = base_chat_template(directory)
     base_size = len(vocab.tokens)
     vocab.pad_to(rows, directory)
     for token_id, text, special in _added_tokens(directory):
@@ -93,6 +116,75 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConvertError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _tokenizer_config(directory: Path) -> dict[str, Any]:
+    path = directory / "tokenizer_config.json"
+    data = _read_json(path) if path.exists() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def base_chat_template(directory: Path) -> str | None:
+    """The checkpoint's own chat template (tokenizer_config.json or chat_template.jinja)."""
+    template = _tokenizer_config(directory).get("chat_template")
+    if isinstance(template, str) and template.strip():
+        return template
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    return None
+
+
+def _bpe_token_types(data: dict[str, Any], directory: Path,
+                     rows: int) -> tuple[dict[int, str], dict[int, int]]:
+    """Token text and GGUF token type per id, for a byte-level BPE ``tokenizer.json``."""
+    texts: dict[int, str] = {int(i): t for t, i in data["model"]["vocab"].items()}
+    types: dict[int, int] = dict.fromkeys(texts, int(T.NORMAL))
+    for info in data.get("added_tokens") or []:
+        token_id = int(info["id"])
+        texts[token_id] = info["content"]
+        types[token_id] = int(T.CONTROL if info.get("special") else T.USER_DEFINED)
+    beyond = [i for i in texts if i >= rows]
+    if beyond:
+        raise ConvertError(
+            f"{directory / 'tokenizer.json'}: token id {max(beyond)} is beyond the {rows} "
+            "embedding rows; tokenizer and weights do not belong together"
+        )
+    return texts, types
+
+
+def _from_bpe(directory: Path, rows: int, pre: str) -> Vocab:
+    """A byte-level BPE ``tokenizer.json`` as llama.cpp's ``gpt2`` vocabulary."""
+    data = read_tokenizer_json(directory)
+    texts, types = _bpe_token_types(data, directory, rows)
+    vocab = Vocab(source=str(directory / "tokenizer.json"), model="gpt2", pre=pre, unk_id=None)
+    for token_id in sorted(texts):
+        vocab.place(token_id, texts[token_id], 0.0, types[token_id])
+    vocab.pad_to(rows, directory)
+    gguf_log = logging.getLogger("gguf.vocab")
+    level = gguf_log.level
+    gguf_log.setLevel(logging.ERROR)  # it warns about Llama 3's own pair template
+    try:
+        special = gguf.SpecialVocab(directory, load_merges=True, n_vocab=rows,
+                                    special_token_types=("bos", "eos", "unk", "pad"))
+    except ValueError as exc:
+        raise ConvertError(f"{directory}: invalid special token in the tokenizer files ({exc})") from None
+    finally:
+        gguf_log.setLevel(level)
+    if not special.merges:
+        raise ConvertError(f"{directory / 'tokenizer.json'}: a byte-level BPE without merges")
+    vocab.merges = list(special.merges)
+    ids = special.special_token_ids
+    if "bos" not in ids or "eos" not in ids:
+        raise ConvertError(
+            f"{directory}: tokenizer_config.json names no bos_token/eos_token that is a token "
+            "of tokenizer.json; add them (the base's own tokenizer files have them)"
+        )
+    vocab.bos_id, vocab.eos_id = ids["bos"], ids["eos"]
+    vocab.unk_id, vocab.pad_id = ids.get("unk"), ids.get("pad")
+    vocab.add_bos = bool(special.add_special_token.get("bos", False))
+    vocab.add_eos = bool(special.add_special_token.get("eos", False))
+    return vocab
 
 
 def _added_tokens(directory: Path) -> list[tuple[int, str, bool]]:

@@ -34,7 +34,8 @@ def _fixture_key() -> str:
     from importlib.metadata import version
 
     digest = hashlib.sha256((TESTS_DIR / "tinymodels.py").read_bytes())
-    for dist in ("torch", "transformers", "peft", "sentencepiece", "safetensors"):
+    digest.update((TESTS_DIR / "tinybpe.py").read_bytes())
+    for dist in ("torch", "transformers", "peft", "sentencepiece", "safetensors", "tokenizers"):
         digest.update(version(dist).encode())
     digest.update(sys.version.encode())
     return digest.hexdigest()[:16]
@@ -50,13 +51,28 @@ def tiny() -> dict[str, Path]:
     require_train_extra()
     import tinymodels
 
-    root = Path(tempfile.gettempdir()) / f"baize-tui-fixtures-{_fixture_key()}"
     names = ["tokenizer", "llama", "llama_gqa", "llama_bin", "llama_decapoda", "llama_wide",
              "lora_v1", "lora_st", "lora_gqa", "lora_bin_base", "lora_wide"]
+    return _cached_build("baize-tui-fixtures", names, tinymodels.build_all)
+
+
+@pytest.fixture(scope="session")
+def family() -> dict[str, Path]:
+    """Today's LLaMA-family checkpoints (Llama 3-, SmolLM- and Mistral-shaped) with their
+    tokenizers and adapters (tests/tinymodels.py ``build_family``), by name; cached like
+    :func:`tiny`."""
+    require_train_extra()
+    import tinymodels
+
+    return _cached_build("baize-tui-family", tinymodels.FAMILY_NAMES, tinymodels.build_family)
+
+
+def _cached_build(prefix: str, names: list[str], build) -> dict[str, Path]:
+    root = Path(tempfile.gettempdir()) / f"{prefix}-{_fixture_key()}"
     if not (root / "complete").exists():
-        building = Path(tempfile.mkdtemp(prefix="baize-tui-fixtures-build-"))
+        building = Path(tempfile.mkdtemp(prefix=f"{prefix}-build-"))
         try:
-            built = tinymodels.build_all(building)
+            built = build(building)
             (building / "names").write_text("\n".join(f"{k}={v.name}" for k, v in built.items()))
             (building / "complete").write_text("ok")
             try:

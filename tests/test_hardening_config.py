@@ -118,7 +118,7 @@ documents = st.dictionaries(
 def _consume(config: dict[str, Any]) -> None:
     """What the commands and the app do with the settings: none of it may raise."""
     from baize_tui import models
-    from baize_tui.ui.screens import ChatSettings
+    from baize_tui.chat_core import ChatSettings
 
     SamplingParams.from_dict({k: v for k, v in config.get("chat", {}).items()
                               if k != "system_prompt" and k != "n_ctx"})

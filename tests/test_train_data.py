@@ -250,8 +250,7 @@ def test_split_is_seeded_and_val_size_defaults() -> None:
 def test_settings_defaults_presets_and_toml(tmp_path: Path) -> None:
     config = TrainConfig(base="b", data=["d.json"])
     assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.05)
-    assert config.target_modules == ["q_proj", "k_proj", "v_proj", "down_proj", "gate_proj",
-                                     "up_proj"]
+    assert config.target_modules == "auto"  # resolved by architecture (train/plan.py)
     assert (config.learning_rate, config.warmup_steps, config.num_epochs) == (2e-4, 100, 1.0)
     assert (config.batch_size, config.cutoff_len, config.grad_accum(2)) == (64, 512, 4)
     path = tmp_path / "config.toml"

@@ -204,8 +204,10 @@ async def test_settings_change_applies_to_next_turn(gguf_config: Path) -> None:
         app.screen.query_one("#save").press()
         await pilot.pause()
         assert isinstance(app.screen, SettingsScreen)
-        assert "temperature" in str(app.screen.query_one("#settings-error").render()).lower()
-        await pilot.press("escape")
+        assert "temperature" in str(app.screen.query_one(".form-error").render()).lower()
+        await pilot.press("escape")  # edited: asks before throwing the edit away
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await wait_until(pilot, lambda: app.screen is screen)
 
 
@@ -364,7 +366,7 @@ async def test_search_rename_archive_delete(gguf_config: Path) -> None:
         ids[title] = cid
     store.close()
 
-    app = BaizeApp()
+    app = BaizeApp(reopen_last=False)  # the chats name a model "m" that does not exist
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
         sidebar = screen.sidebar
@@ -459,12 +461,13 @@ async def test_first_run_flow(tiny_gguf: Path, tmp_path: Path) -> None:
         first_run.query_one("#gguf-path").value = str(bogus)
         first_run.query_one("#open-gguf").press()
         await pilot.pause()
-        assert "not a GGUF" in str(first_run.query_one("#first-run-error").render())
+        assert "not a GGUF" in str(
+            first_run.query_one("#choice-file .choice-error").render())
         # The endpoint needs a URL.
         first_run.query_one("#endpoint-model").value = "baize"
         first_run.query_one("#use-endpoint").press()
         await pilot.pause()
-        assert "URL" in str(first_run.query_one("#first-run-error").render())
+        assert "URL" in str(first_run.query_one("#choice-endpoint .choice-error").render())
         # A real GGUF is taken, remembered in the config, and loaded.
         first_run.query_one("#gguf-path").value = str(tiny_gguf)
         first_run.query_one("#open-gguf").press()

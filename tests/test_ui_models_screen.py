@@ -53,9 +53,9 @@ async def test_lists_sets_default_and_deletes_with_confirmation(local_models: Pa
         assert sorted(names) == ["cut.gguf", "tiny-llama-F16.gguf"]
         broken = screen.models[names.index("cut.gguf")]
         row = [str(c) for c in table.get_row(str(broken.path))]
-        assert row[-1].startswith("broken:")
+        assert row[2].startswith("broken:")  # Status comes right after the name
         good_row = [str(c) for c in table.get_row(str(local_models))]
-        assert good_row[2] == "F16" and good_row[-1] == "ok"
+        assert good_row[3] == "F16" and good_row[2] == "ok"
         # offline (conftest sets HF_HUB_OFFLINE): a clear banner, the Get button off
         assert "Offline" in status(app, "#offline")
         assert screen.query_one("#get", Button).disabled
@@ -76,12 +76,12 @@ async def test_lists_sets_default_and_deletes_with_confirmation(local_models: Pa
         table.move_cursor(row=[m.name for m in screen.models].index("tiny-llama-F16.gguf"))
         await pilot.click("#delete")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
-        await pilot.click("#confirm-no")
+        await pilot.click("#no")
         await wait_until(pilot, lambda: app.screen is screen)
         assert local_models.exists()
         await pilot.click("#delete")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
-        await pilot.click("#confirm-yes")
+        await pilot.click("#yes")
         await wait_until(pilot, lambda: table.row_count == 1)
         assert not local_models.exists()
         assert load_config()["model"]["default"] == ""  # the default went with it
@@ -134,7 +134,7 @@ async def test_baize_recipe_shows_the_plan_and_asks_first(hub: HubServer,
                          why=lambda: status(app, "#pull-status"))
         body = str(app.screen.query_one(".confirm-body", Static).render())
         assert "disk" in body and "time" in body and "baize-lora-7B-Q8_0.gguf" in body
-        await pilot.click("#confirm-no")
+        await pilot.click("#no")
         await wait_until(pilot, lambda: app.screen is screen)
         await pilot.pause(0.1)
         assert "Not started" in status(app, "#pull-status")
@@ -143,11 +143,11 @@ async def test_baize_recipe_shows_the_plan_and_asks_first(hub: HubServer,
         await pilot.pause(0.3)  # past the Get button's press effect
         await pilot.click("#get")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=30)
-        await pilot.click("#confirm-yes")
+        await pilot.click("#yes")
         table = screen.query_one("#models", DataTable)
         await wait_until(pilot, lambda: table.row_count == 1, timeout=60,
                          why=lambda: status(app, "#pull-status"))
         model = screen.models[0]
         assert model.name == "baize-lora-7B-Q8_0.gguf" and model.quant == "Q8_0"
         assert model.baize_template and not model.broken
-        assert str(table.get_row(str(model.path))[5]) == "Baize"
+        assert str(table.get_row(str(model.path))[6]) == "Baize"

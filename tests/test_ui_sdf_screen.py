@@ -161,12 +161,12 @@ async def test_pause_resume_stop_then_start_again_resumes(tmp_path: Path) -> Non
                 await pilot.click("#sdf-start")
                 await wait_until(pilot, lambda: lines() >= 3, timeout=60)
                 await pilot.click("#sdf-pause")
-                await wait_until(pilot, lambda: process.paused(out), timeout=10)
+                await wait_until(pilot, lambda: process.paused(out), timeout=30)
                 screen.refresh_status()
                 assert text_of(screen, "#sdf-counters").startswith("paused")
                 assert str(screen.query_one("#sdf-pause").label) == "Resume"
                 await pilot.click("#sdf-pause")  # now "Resume"
-                await wait_until(pilot, lambda: not process.paused(out), timeout=10)
+                await wait_until(pilot, lambda: not process.paused(out), timeout=30)
                 before = lines()
                 await wait_until(pilot, lambda: lines() > before, timeout=30)
                 await pilot.click("#sdf-stop")

@@ -13,6 +13,8 @@ from textual.widgets import Button, Input, RichLog, Sparkline, Static
 from ui_helpers import wait_until
 
 from baize_tui.paths import get_paths
+from baize_tui.ui.dialogs import ConfirmDialog
+from baize_tui.ui.screens import PromptScreen
 from baize_tui.ui.selfchat_screen import SelfChatScreen
 
 TOPIC = re.compile(r"topic: '(.*)'\. Human statements", re.S)
@@ -117,8 +119,11 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             assert len(lines) == done
             assert len({json.loads(line)["id"] for line in lines}) == done
 
-            await pilot.click("#sc-export")
+            await pilot.click("#sc-export")  # asks where, offering the run directory's file
+            await wait_until(pilot, lambda: isinstance(app.screen, PromptScreen))
             target = out / "export-baize.json"
+            assert app.screen.query_one("#answer", Input).value == str(target)
+            await pilot.press("enter")
             await wait_until(pilot, target.exists)
             assert len(json.loads(target.read_text())) == done
 
@@ -140,7 +145,10 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: screen2.running and screen2.runner.stats.done >= 2,
                              why=lambda: text_of(screen2, "#sc-message"))
             assert screen2.runner.stats.previously_done == done
-            await pilot.press("ctrl+q")  # leaving the app stops the run gracefully
+            await pilot.press("ctrl+q")  # quitting asks first: the run is going
+            await wait_until(pilot, lambda: isinstance(app2.screen, ConfirmDialog))
+            assert "resumable" in str(app2.screen.question)
+            await pilot.press("y")  # leaving the app stops the run gracefully
         stats2 = screen2.runner.stats
         assert stats2.stop_reason == "app exit" and stats2.in_flight == 0
         ids = [json.loads(line)["id"] for line in (out / "raw.jsonl").read_text().splitlines()]

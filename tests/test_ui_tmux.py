@@ -28,8 +28,10 @@ class Tmux:
     def __init__(self, command: list[str], env: dict[str, str], size: tuple[int, int]) -> None:
         self.socket = f"baize-test-{uuid.uuid4().hex[:8]}"
         env_args = [f"{key}={value}" for key, value in env.items()]
+        # COLUMNS/LINES would override the pane's size (the test process may have them
+        # set, and tmux passes its environment on): the app must see the real size.
         self.run("new-session", "-d", "-s", "main", "-x", str(size[0]), "-y", str(size[1]),
-                 "env", *env_args, *command)
+                 "env", "-u", "COLUMNS", "-u", "LINES", *env_args, *command)
         self.run("set-option", "-t", "main", "remain-on-exit", "on")
 
     def run(self, *args: str) -> str:
@@ -87,6 +89,55 @@ def test_baize_tui_in_tmux(tiny_gguf: Path, baize_home: Path) -> None:
         words = [w for w in reply.split() if w.isalnum()][:2] or [reply.split()[0][:3]]
         for word in words:
             assert word in screen, (word, screen)
+        tmux.keys("C-q")
+        tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
+                      timeout=20, what="the app to exit")
+        assert status_file.read_text().strip() == "0"
+    finally:
+        tmux.kill()
+
+
+def test_first_run_chat_settings_models_at_80x24(tiny_gguf: Path, baize_home: Path,
+                                                 tmp_path: Path) -> None:
+    """The real app in the smallest supported terminal: first run (the path field has focus,
+    no Tab needed) → chat → F2 (Save, Cancel, Context size and Seed reachable) → F8 (the
+    model opened on first run is listed, Status in view, no idle progress bar) → quit."""
+    opened = tmp_path / "elsewhere" / "my-model.gguf"
+    opened.parent.mkdir()
+    shutil.copy(tiny_gguf, opened)
+    set_value("chat.max_new_tokens", 16)
+    exe = Path(sys.executable).parent / "baize-tui"
+    status_file = baize_home / "exit-status"
+    command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
+    tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
+                         "HF_HUB_OFFLINE": "1"}, (80, 24))
+    try:
+        tmux.wait_for(lambda s: "Welcome to baize-tui" in s, what="the first-run screen")
+        tmux.keys("-l", str(opened))  # typed straight into the focused path field
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "my-model.gguf" in s and "loading" not in s
+                      and "Welcome" not in s, what="the chat with the model loaded")
+        tmux.keys("-l", "hello small screen")
+        tmux.keys("Enter")
+        tmux.wait_for(lambda s: "tok/s" in s and "generating" not in s
+                      and "hello small screen" in s, what="the finished reply")
+        tmux.keys("F2")
+        screen = tmux.wait_for(lambda s: "Chat settings" in s, what="the settings")
+        assert "Save" in screen and "Cancel" in screen, screen
+        for _ in range(10):  # Tab down the form: the body scrolls to the focused field
+            tmux.keys("Tab")
+        tmux.keys("-l", "4321")  # typed into the field focus reached (Seed)
+        screen = tmux.wait_for(lambda s: "Seed" in s and "Context size" in s and "4321" in s,
+                               what="Context size and Seed scrolled into view")
+        assert "Save" in screen and "Cancel" in screen, screen
+        tmux.keys("Escape")  # edited: asks before throwing the edit away
+        tmux.wait_for(lambda s: "Discard your changes?" in s, what="the confirmation")
+        tmux.keys("y")
+        tmux.wait_for(lambda s: "Chat settings" not in s, what="the settings closed")
+        tmux.keys("F8")
+        screen = tmux.wait_for(lambda s: "my-model.gguf" in s and "Status" in s,
+                               what="the models screen listing the opened model")
+        assert "--%" not in screen and "--:--" not in screen, screen
         tmux.keys("C-q")
         tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
                       timeout=20, what="the app to exit")

@@ -127,6 +127,11 @@ async def test_launch_watch_and_reattach(tiny: dict[str, Path], tmp_path: Path) 
         assert screen2.run.dir == out
         assert screen2.losses == screen.losses
         assert screen2.query_one("#tr-runs", Select).value == str(out)
+        assert screen2.run_labels[str(out)] == "ui-run (completed)"
+        # the form shows the run's settings again, not an empty base and data
+        assert screen2.query_one("#tr-base", Input).value == str(tiny["llama"])
+        assert screen2.query_one("#tr-data", Input).value == str(data)
+        assert screen2.query_one("#tr-max-steps", Input).value == str(STEPS)
         assert f"step {STEPS}/{STEPS}" in text_of(screen2, "#tr-status")
         assert not screen2.query_one("#tr-convert", Button).disabled
 
@@ -156,6 +161,9 @@ async def test_stop_then_resume_from_the_screen(tiny: dict[str, Path], tmp_path:
         await wait_until(pilot, lambda: screen.status.get("state") == "stopped", timeout=30,
                          why=lambda: text_of(screen, "#tr-status"))
         stopped_at = screen.status["step"]
+        await wait_until(pilot, lambda: screen.run_labels.get(str(out)) == "ui-stop (stopped)",
+                         what="the runs list saying the run stopped",
+                         why=lambda: str(screen.run_labels))
         assert stopped_at < steps
         resume = screen.query_one("#tr-resume", Button)
         await wait_until(pilot, lambda: not resume.disabled)  # once the trainer has exited

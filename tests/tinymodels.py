@@ -156,14 +156,32 @@ class TinySpec:
     max_positions: int = 512
     seed: int = 0
     init_std: float = 0.1
+    arch: str = "llama"  # or "mistral" (MistralForCausalLM)
+    tied: bool = False  # tie_word_embeddings (SmolLM, Llama 3.2 1B/3B): no lm_head.weight
+    rope_theta: float = 10000.0
+    llama3_rope: bool = False  # rope_scaling rope_type=llama3 (Llama 3.1/3.2)
+    bos_id: int = 1
+    eos_id: int = 2
+
+
+# Llama 3.1's rope_scaling, with the original context shrunk so that the rescaled
+# frequencies change logits within a few dozen positions.
+LLAMA3_ROPE_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 
 
 def make_model(spec: TinySpec):
-    """A random ``LlamaForCausalLM`` of the given shape, deterministic from ``spec.seed``."""
+    """A random ``LlamaForCausalLM`` (or ``MistralForCausalLM``) of the given shape,
+    deterministic from ``spec.seed``."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    config = LlamaConfig(
+    config_cls, model_cls = (MistralConfig, MistralForCausalLM) if spec.arch == "mistral" else \
+        (LlamaConfig, LlamaForCausalLM)
+    extra: dict[str, Any] = {"sliding_window": None} if spec.arch == "mistral" else {}
+    rope = dict(LLAMA3_ROPE_SCALING) if spec.llama3_rope else {"rope_type": "default"}
+    extra["rope_parameters"] = rope | {"rope_theta": spec.rope_theta}
+    config = config_cls(
         vocab_size=spec.vocab,
         hidden_size=spec.hidden,
         intermediate_size=spec.intermediate,
@@ -172,14 +190,15 @@ def make_model(spec: TinySpec):
         num_key_value_heads=spec.kv_heads or spec.heads,
         max_position_embeddings=spec.max_positions,
         rms_norm_eps=1e-6,
-        bos_token_id=1,
-        eos_token_id=2,
+        bos_token_id=spec.bos_id,
+        eos_token_id=spec.eos_id,
         pad_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=spec.tied,
         initializer_range=spec.init_std,
+        **extra,
     )
     torch.manual_seed(spec.seed)
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
     with torch.no_grad():  # random norms so a wrong norm mapping shows up in the logits
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -194,6 +213,29 @@ def save_safetensors_model(spec: TinySpec, out: Path, tokenizer_dir: Path,
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(out, **kwargs)
     copy_tokenizer(tokenizer_dir, out)
+    return out
+
+
+def _classic_rope_config(out: Path) -> None:
+    """Rewrite transformers 5's ``rope_parameters`` as the hub's configs still spell it
+    (top-level ``rope_theta``, ``rope_scaling`` only when scaled), as a download looks."""
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    params = config.pop("rope_parameters", None) or {}
+    config["rope_theta"] = params.pop("rope_theta", 10000.0)
+    config["rope_scaling"] = params if params.get("rope_type", "default") != "default" else None
+    path.write_text(json.dumps(config, indent=2))
+
+
+def save_family_model(spec: TinySpec, out: Path, tokenizer_dir: Path) -> Path:
+    """A LLaMA-family checkpoint as the hub ships it: safetensors (no ``lm_head.weight``
+    when tied), a classic config.json, and every tokenizer file of ``tokenizer_dir``."""
+    model = make_model(spec)
+    model.save_pretrained(out)
+    _classic_rope_config(out)
+    for path in tokenizer_dir.iterdir():
+        if path.is_file():
+            shutil.copy2(path, out / path.name)
     return out
 
 
@@ -292,6 +334,37 @@ TINY_GQA = TinySpec(kv_heads=2, seed=3)
 TINY_BIN = TinySpec(seed=4)
 # K-quants work on 256-wide blocks: every row width here is a multiple of 256.
 WIDE = TinySpec(hidden=256, intermediate=512, heads=4, layers=2, seed=5, init_std=0.05)
+
+
+# Today's LLaMA family (issue 15), each with an all-projection adapter.
+# Llama 3.1-shaped: byte-level BPE (llama-bpe), GQA, llama3 rope scaling, separate lm_head.
+LLAMA3 = TinySpec(kv_heads=2, seed=11, rope_theta=500000.0, llama3_rope=True)
+# SmolLM2-shaped: byte-level BPE (smollm), GQA, tied embeddings.
+SMOLLM = TinySpec(kv_heads=2, seed=12, tied=True)
+# Mistral 7B-shaped: MistralForCausalLM, sentencepiece, GQA (4 heads share 2 KV heads).
+MISTRAL = TinySpec(kv_heads=2, seed=13, arch="mistral")
+FAMILY_NAMES = ["bpe_llama3", "bpe_smollm", "llama3", "smollm", "mistral",
+                "lora_llama3", "lora_smollm", "lora_mistral"]
+
+
+def build_family(root: Path) -> dict[str, Path]:
+    """Build the LLaMA-family fixtures under ``root``; returns name -> directory."""
+    import dataclasses
+
+    from tinybpe import bpe_size, build_bpe_tokenizer
+
+    paths = {"bpe_llama3": build_bpe_tokenizer(root / "bpe-llama3", "llama3"),
+             "bpe_smollm": build_bpe_tokenizer(root / "bpe-smollm", "smollm")}
+    spm = build_tokenizer(root / "spm")
+    llama3 = dataclasses.replace(LLAMA3, vocab=bpe_size(paths["bpe_llama3"]), bos_id=1000,
+                                 eos_id=1001)
+    smollm = dataclasses.replace(SMOLLM, vocab=bpe_size(paths["bpe_smollm"]), bos_id=1, eos_id=2)
+    for name, spec, tok in (("llama3", llama3, paths["bpe_llama3"]),
+                            ("smollm", smollm, paths["bpe_smollm"]), ("mistral", MISTRAL, spm)):
+        paths[name] = save_family_model(spec, root / name, tok)
+        paths[f"lora_{name}"] = save_safetensors_adapter(spec, root / f"lora-{name}",
+                                                         base=str(paths[name]), seed=spec.seed + 100)
+    return paths
 
 
 def build_all(root: Path) -> dict[str, Path]:

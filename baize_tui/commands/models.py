@@ -66,10 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the models (a table, or JSON)."""
-    from baize_tui.models import list_models
+    from baize_tui.models import check_vocabularies, list_models
     from baize_tui.paths import get_paths
 
-    found = list_models(include_hf_cache=not args.no_hf_cache)
+    found = check_vocabularies(list_models(include_hf_cache=not args.no_hf_cache))
     if args.json:
         print(json.dumps([m.to_dict() for m in found], indent=2, ensure_ascii=False))
         return 0

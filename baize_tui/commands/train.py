@@ -97,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start from this frozen LoRA (e.g. the SFT adapter, Baize v2's SDF step): "
                         "merged into the base weights in memory, then a new LoRA is trained")
     h.add_argument("--target-modules", metavar="LIST",
-                   help="all-linear, or comma-separated names (default: q,k,v,down,gate,up_proj)")
+                   help="auto (default: Baize's q,k,v,down,gate,up_proj on LLaMA-1, every "
+                        "projection on newer bases), all-linear, or comma-separated names")
     hw = r.add_argument_group("hardware")
     hw.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"),
                     help="auto: bf16 where supported, else fp16 on GPU, fp32 on CPU")

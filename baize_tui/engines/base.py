@@ -132,6 +132,7 @@ class Generation(Iterator[str]):
         self._pieces = pieces
         self._start = time.perf_counter()
         self._first: float | None = None
+        self._first_tokens = 0  # tokens sampled when the first text came
         self._last: float | None = None
         self._done = False
 
@@ -152,6 +153,7 @@ class Generation(Iterator[str]):
         now = time.perf_counter()
         if piece and self._first is None:
             self._first = now
+            self._first_tokens = max(1, self.stats.completion_tokens)
             self.stats.ttft_s = now - self._start
         self._last = now
         return piece
@@ -184,10 +186,15 @@ class Generation(Iterator[str]):
         elif self.stats.finish_reason is None:
             self.stats.finish_reason = "stop"
         n = self.stats.completion_tokens
-        if self._first is not None and self._last is not None and n > 1:
-            span = self._last - self._first
+        if self._first is not None and self._last is not None and n > self._first_tokens:
+            # Tokens sampled after the first text, over the time since. Some tokens show no
+            # text (held back, part of a character, cut by a stop): a stopped reply is
+            # measured to the stop, not to the last piece shown, and tokens sampled before
+            # the first text do not count against the time after it.
+            last = end if self.stats.finish_reason == "cancelled" else self._last
+            span = last - self._first
             if span > 0:
-                self.stats.tokens_per_s = (n - 1) / span
+                self.stats.tokens_per_s = (n - self._first_tokens) / span
 
     def __enter__(self) -> Generation:
         return self

@@ -156,6 +156,16 @@ class LlamaEngine(PromptEngine):
         self._lock = threading.Lock()
         self.evaluated_total = 0  # tokens decoded by this engine since load
 
+        from baize_tui.vocab_check import vocab_error
+
+        bad_vocab = vocab_error(self.path)  # a bad vocabulary aborts the process, not raises
+        if bad_vocab:
+            raise OperationFailed(
+                f"{self.path}: llama.cpp cannot use this model's vocabulary ({bad_vocab}); "
+                "loading it would crash the program. Convert the model again (baize-convert "
+                "merge checks the vocabulary it writes) or choose another model"
+            )
+
         import llama_cpp
 
         route_llama_logs()

@@ -124,6 +124,12 @@ def describe(path: Path, source: str = "models") -> ModelFile:
         # a header without tensors (or architecture) is no model
         model.error = model_problem({"n_tensors": info.n_tensors, "type": info.kind,
                                      "architecture": info.architecture})
+        if model.kind == "model" and not model.error:
+            from baize_tui.vocab_check import cached_vocab_error
+
+            known, vocab = cached_vocab_error(path)  # probed by `models list` / on load
+            if known and vocab:
+                model.error = f"llama.cpp cannot load its vocabulary: {vocab}"
     with _cache_lock:
         _describe_cache[key] = model
     return ModelFile(**{**model.__dict__, "extra": dict(model.extra)})
@@ -201,6 +207,22 @@ def list_models(*, include_hf_cache: bool = True) -> list[ModelFile]:
         for path, source in _hf_cache_ggufs(hf_cache_dir()):
             add(path, source)
     return found
+
+
+def check_vocabularies(models: list[ModelFile]) -> list[ModelFile]:
+    """Probe (once per file version, in a child process) every model GGUF's vocabulary in
+    llama.cpp and mark those it cannot load as broken."""
+    from baize_tui.vocab_check import vocab_error
+
+    for model in models:
+        if model.broken or model.kind != "model":
+            continue
+        error = vocab_error(model.path)
+        if error:
+            model.error = f"llama.cpp cannot load its vocabulary: {error}"
+            with _cache_lock:
+                _describe_cache.clear()  # the next describe() sees the cached verdict
+    return models
 
 
 def find_model(name: str, *, include_hf_cache: bool = True) -> ModelFile:

@@ -53,7 +53,8 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    target_modules: list[str] | str = field(default_factory=lambda: list(BAIZE_TARGET_MODULES))
+    # auto: Baize's six for LLaMA-1, every projection for newer bases (train/plan.py)
+    target_modules: list[str] | str = "auto"
     # optimisation
     learning_rate: float = 2e-4
     lr_scheduler: str = "linear"
@@ -178,8 +179,8 @@ class TrainConfig:
         if self.packing and self.group_by_length:
             raise UserError("--group-by-length is for unpacked batches; --packing already "
                             "leaves no padding: use one of them")
-        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
-            raise UserError("--target-modules takes 'all-linear' or a comma-separated list")
+        if isinstance(self.target_modules, str) and self.target_modules not in ("all-linear", "auto"):
+            raise UserError("--target-modules takes auto, 'all-linear' or a comma-separated list")
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise UserError("--target-modules is empty")
         if self.init_adapter:
@@ -231,7 +232,7 @@ def _coerce(key: str, value: Any, current: Any, source: str) -> Any:
             return list(value)
         raise bad("a file name or a list of them")
     if key == "target_modules":
-        if value == "all-linear":
+        if value in ("all-linear", "auto"):
             return value
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]

@@ -334,8 +334,12 @@ def load_model(config: TrainConfig, precision: str, local_rank: int, world: int,
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=config.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
+    from baize_tui.train.plan import target_modules_for
+
+    targets = target_modules_for(config.target_modules, hf_config.to_dict())
+    print(f"LoRA target modules: {targets}", flush=True)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, target_modules=config.target_modules,
+                      lora_dropout=config.lora_dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -374,6 +378,10 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
     print(f"baize-tui trainer: run {run.dir}, rank {rank}/{world}, config {config.config_hash()}",
           flush=True)
 
+    from baize_tui.train.plan import clamp_warmup, preflight_convertible, total_steps
+
+    status.update("checking_base", message="checking that the base converts to a GGUF")
+    print(f"base: {preflight_convertible(config.base)}", flush=True)
     status.update("loading_dataset", message="reading and tokenizing the data")
     from baize_tui.train.data import (
         Collator,
@@ -424,6 +432,11 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
               f"precision {precision}, gradient accumulation {ga}", flush=True)
 
     cuda = torch.cuda.is_available()
+    warmup, notice = clamp_warmup(config.warmup_steps, total_steps(
+        config.max_steps, config.num_epochs, len(train_examples), config.micro_batch_size,
+        world, ga))
+    if notice:
+        print(f"notice: {notice}", flush=True)
     args_kwargs: dict[str, Any] = dict(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=config.micro_batch_size,
@@ -433,7 +446,7 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
+        warmup_steps=warmup,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         logging_strategy="steps",
@@ -499,13 +512,17 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
                               f"{state.global_step}{where}", step=state.global_step,
                               checkpoint=ckpt.name if ckpt else None, eta_s=None)
             return EXIT_CODES[callback.stop_reason]
-        if val_examples and state.global_step % config.eval_steps:
+        # The Trainer evaluates at the last step itself (transformers >= 4.5x); only an
+        # older one that did not gets a final evaluation here, so it runs exactly once.
+        evaluated = any("eval_loss" in h and h.get("step") == state.global_step
+                        for h in state.log_history)
+        if val_examples and not evaluated:
             status.update("evaluating", message="final evaluation")
             trainer.evaluate()
         status.update("saving", message="saving the adapter")
         trainer.accelerator.wait_for_everyone()
         if is_main:
-            save_adapter(trainer.model, run, config.base)
+            save_adapter(trainer.model, run, config.base, template=config.template)
             status.update("completed", message=f"finished at step {state.global_step}; adapter in "
                           f"{run.adapter_dir}", step=state.global_step, progress=1.0, eta_s=0,
                           adapter=str(run.adapter_dir))
@@ -515,8 +532,9 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
         metrics.close()
 
 
-def save_adapter(model: Any, run: Run, base: str) -> None:
-    """``adapter_model.safetensors`` + ``adapter_config.json`` (base recorded) into ``adapter/``."""
+def save_adapter(model: Any, run: Run, base: str, template: str | None = None) -> None:
+    """``adapter_model.safetensors`` + ``adapter_config.json`` (base recorded) into ``adapter/``,
+    with ``baize_train.json`` recording the chat format it was trained in (merge embeds it)."""
     import shutil
 
     tmp = run.dir / ".adapter.partial"
@@ -527,6 +545,8 @@ def save_adapter(model: Any, run: Run, base: str) -> None:
     if not config.get("base_model_name_or_path"):
         config["base_model_name_or_path"] = base
         config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if template:
+        (tmp / "baize_train.json").write_text(json.dumps({"template": template}), encoding="utf-8")
     weights = tmp / "adapter_model.safetensors"
     if not weights.exists() or weights.stat().st_size < 1024:
         raise OperationFailed(f"{weights}: the saved adapter is empty; not replacing {run.adapter_dir}")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
@@ -34,6 +35,13 @@ from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
 from baize_tui.ui.chat_screen import ChatScreen
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
+from baize_tui.ui.keys import (
+    COMMON_ROWS,
+    FOCUS_BINDINGS,
+    binding_rows,
+    screen_key_sources,
+    typeahead_redirect,
+)
 from baize_tui.ui.screens import FirstRunScreen, HelpScreen
 from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
@@ -74,7 +82,7 @@ class BaizeApp(App[None]):
 
     ``model`` overrides ``model.default``; ``history`` and ``engine_factory`` let tests and
     benchmarks supply their own store and engine loader; ``start_conversation`` opens a
-    saved conversation at start-up.
+    saved conversation at start-up (else the last one, unless ``reopen_last`` is false).
     """
 
     TITLE = "baize-tui"
@@ -88,6 +96,7 @@ class BaizeApp(App[None]):
     }
     DEFAULT_MODE = "chat"
     BINDINGS = [
+        *FOCUS_BINDINGS,
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f5", "switch_mode('chat')", "Chat", show=False, priority=True,
                 id="app.mode_chat"),
@@ -111,6 +120,7 @@ class BaizeApp(App[None]):
         history: HistoryStore | None = None,
         engine_factory: EngineFactory | None = None,
         start_conversation: int | None = None,
+        reopen_last: bool | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
         super().__init__()
@@ -123,6 +133,9 @@ class BaizeApp(App[None]):
         self._engine_key: tuple[str, int | None] | None = None
         self._loading_key: tuple[str, int | None] | None = None
         self.start_conversation = start_conversation
+        #: open the last chat on launch (``ui.reopen_last``) when no chat is named
+        self.reopen_last = bool(self.config.get("ui", {}).get("reopen_last", True)
+                                if reopen_last is None else reopen_last)
         self._persist_theme = False
         #: set at the end of unmount (the SIGTERM path waits for it before ending the process)
         self.unmounted = threading.Event()
@@ -147,6 +160,20 @@ class BaizeApp(App[None]):
         self.call_after_refresh(gc.freeze)
         if not self.model_spec:
             self.push_screen(FirstRunScreen(get_paths().config_file), self._first_run_done)
+
+    async def on_event(self, event: events.Event) -> None:
+        # Route a printable key typed where it means nothing (a message, the chat list) to
+        # the prompt box: decided here, before the key is handed to a widget, so the keys
+        # that follow it go there too, in order.
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            try:
+                target = typeahead_redirect(self.screen, event)
+            except Exception:  # routing must never lose a key
+                log.debug("type-ahead routing failed", exc_info=True)
+                target = None
+            if target is not None:
+                self.screen.set_focus(target)
+        await super().on_event(event)
 
     def watch_theme(self, theme: str) -> None:
         if self._persist_theme and self.config.get("ui", {}).get("theme") != theme:
@@ -184,10 +211,37 @@ class BaizeApp(App[None]):
         stack = screen_stack(self, mode)
         return stack[0] if stack else None
 
+    def active_work(self) -> list[str]:
+        """What quitting would interrupt: a self-chat run, a download."""
+        found = []
+        if getattr(self.get_screen_for_mode("selfchat"), "running", False):
+            found.append("a self-chat run (it is resumable: the next start picks it up)")
+        models = self.get_screen_for_mode("models")
+        if getattr(models, "_busy", False):
+            found.append("a model download (the partial file is kept and resumed next time)")
+        if any(w.group == "download" and w.is_running for w in self.workers):
+            found.append("a model download (the partial file is kept and resumed next time)")
+        return found
+
     async def action_quit(self) -> None:
-        """Quit; a self-chat run is stopped gracefully first (its dialogues in flight are
-        saved, the rest resume next time). Workers are cancelled once the app's message loop
-        ends, so this must happen before exit, not on unmount."""
+        """Quit; asks first while a self-chat run or a download is going. A self-chat run is
+        stopped gracefully (its dialogues in flight are saved, the rest resume next time).
+        Workers are cancelled once the app's message loop ends, so this must happen before
+        exit, not on unmount."""
+        self._quit_when_sure()
+
+    @work(group="quit-confirm", exclusive=True)
+    async def _quit_when_sure(self) -> None:
+        busy = self.active_work()
+        if busy:
+            from baize_tui.ui.dialogs import ConfirmDialog
+
+            if isinstance(self.screen, ConfirmDialog):
+                return
+            sure = await self.push_screen_wait(ConfirmDialog(
+                "Quit now? This stops " + " and ".join(busy) + ".", "Quit", danger=False))
+            if not sure:
+                return
         screen = self.get_screen_for_mode("selfchat")
         if getattr(screen, "running", False):
             self.notify("Stopping self-chat: saving the dialogues in flight…")
@@ -296,40 +350,21 @@ class BaizeApp(App[None]):
         self.notify(f"Copied {what} ({lines} line{'s' if lines != 1 else ''}) to the clipboard.",
                     timeout=2)
 
-    def key_rows(self) -> list[tuple[str, str, str]]:
-        """(keys, description, binding id) of every documented key, keymap applied."""
-        from baize_tui.ui.screens import SettingsScreen
-        from baize_tui.ui.sidebar import Sidebar
-        from baize_tui.ui.widgets import MessageView
-
-        rows: list[tuple[str, str, str]] = [
-            ("enter", "Send the message", "-"),
-            ("shift+enter, ctrl+j", "New line in the message", "-"),
-            ("up", "In an empty prompt box: bring back the last message", "-"),
-            ("ctrl+p", "Command palette (every action, themes, modes)", "-"),
-            ("ctrl+q", "Quit", "-"),
-        ]
-        keymap = current_keymap(self)
-        sources: list[tuple[str, Iterable[Any]]] = [
-            ("", self.BINDINGS),
-            ("", ChatScreen.BINDINGS),
-            ("Message: ", MessageView.BINDINGS),
-            ("Chat list: ", Sidebar.BINDINGS),
-            ("Settings: ", SettingsScreen.BINDINGS),
-        ]
-        for prefix, bindings in sources:
-            for binding in bindings:
-                if not isinstance(binding, Binding) or binding.id is None:
-                    continue
-                keys = keymap.get(binding.id, binding.key)
-                rows.append((keys, prefix + (binding.description or binding.action), binding.id))
-        return rows
+    def key_rows(self, screen: Screen[Any] | None = None) -> list[tuple[str, str, str]]:
+        """(keys, description, binding id) of the keys of ``screen`` (the one shown, by
+        default) and the app's own, keymap applied."""
+        screen = screen if screen is not None else self.screen
+        rows = list(getattr(screen, "HELP_ROWS", []))
+        sources = [*screen_key_sources(screen), ("", self.BINDINGS)]
+        rows += binding_rows(sources, current_keymap(self))
+        return rows + COMMON_ROWS
 
     def action_help(self) -> None:
         """Show every key."""
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.key_rows()))
+        title = getattr(self.screen, "HELP_TITLE", "") or type(self.screen).__name__
+        self.push_screen(HelpScreen(self.key_rows(), title=title))
 
     # ------------------------------------------------------------------ command palette
 

@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
 from baize_tui.chat import ChatTurn
 from baize_tui.chat_core import ChatController, ChatSettings
@@ -34,6 +34,7 @@ from baize_tui.chat_format import ResolvedFormat
 from baize_tui.errors import UserError
 from baize_tui.history import Message, NotFoundError
 from baize_tui.ui.collapse import Collapser
+from baize_tui.ui.live_stats import LiveStats
 from baize_tui.ui.screens import ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
 from baize_tui.ui.textual_compat import OneLayoutPass, install_reflow_compositor
@@ -47,6 +48,7 @@ from baize_tui.ui.turn_flow import (  # noqa: F401  (constants re-exported for t
     Starter,
     ThreadBridge,
 )
+from baize_tui.ui.turn_undo import UNDO_S, TurnUndo
 from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
 
 if TYPE_CHECKING:
@@ -97,18 +99,34 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
         Binding("ctrl+t", "edit_last", "Edit last", id="chat.edit_last"),
         Binding("f9", "remove_last_turn", "Remove turn", show=False, id="chat.remove_last_turn"),
+        Binding("ctrl+z", "undo_remove", "Undo remove", show=False, priority=True,
+                id="chat.undo_remove"),
         Binding("alt+left", "branch(-1)", "Prev branch", show=False, id="chat.branch_prev"),
         Binding("alt+right", "branch(1)", "Next branch", show=False, id="chat.branch_next"),
         Binding("f3", "copy_message", "Copy", show=False, id="chat.copy_message"),
         Binding("f4", "copy_code", "Copy code", show=False, id="chat.copy_code"),
-        Binding("ctrl+s", "export", "Export", show=False, id="chat.export"),
+        Binding("ctrl+s", "export", "Save chat as", show=False, id="chat.export"),
         Binding("f2", "settings", "Settings", id="chat.settings"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False, id="chat.toggle_sidebar"),
-        Binding("ctrl+f", "search", "Search", show=False, id="chat.search"),
+        # priority: the search box has focus before the next key is handed out
+        Binding("ctrl+f", "search", "Search", show=False, priority=True, id="chat.search"),
     ]
+
+    HELP_TITLE = "Chat"
+    HELP_ROWS = [
+        ("enter", "Send the message", "-"),
+        ("shift+enter, ctrl+j", "New line in the message", "-"),
+        ("up", "In an empty prompt box: bring back the last message", "-"),
+        ("(any letter)", "On a message or the chat list: typed into the prompt box", "-"),
+    ]
+    #: Below this many columns the chat list hides itself (Ctrl+B shows it).
+    NARROW_WIDTH = 100
 
     def __init__(self) -> None:
         super().__init__(id="chat")
+        self.live_stats: LiveStats | None = None
+        self.undo = TurnUndo()
+        self._sidebar_choice: bool | None = None  # Ctrl+B's last word: shown or hidden
         install_reflow_compositor(self)  # see textual_compat.py
         self.conversation_id: int | None = None
         self.settings: ChatSettings | None = None
@@ -212,8 +230,12 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         self.settings = ChatSettings.from_config(self.baize.config, self.baize.model_spec)
         self.watch(self.baize, "model_state", self._model_state_changed)
         self.prompt_box.focus()
+        self.live_stats = LiveStats(self.status)
+        self._fit_sidebar()
         self._spin_timer = self.set_interval(SPIN_INTERVAL, self._spin, pause=True)
         start = self.baize.start_conversation
+        if start is None and self.baize.reopen_last:
+            start = self.baize.history.last_conversation_id()
         if start is not None:
             await self.open_conversation(start)
         else:
@@ -276,7 +298,30 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                 await collapser.expand()
 
     async def on_resize(self) -> None:
+        self._fit_sidebar()
         await self._transcript_moved()
+
+    def _fit_sidebar(self) -> None:
+        """Hide the chat list on a narrow terminal, unless Ctrl+B said otherwise."""
+        narrow = self.app.size.width < self.NARROW_WIDTH
+        shown = self._sidebar_choice if self._sidebar_choice is not None else not narrow
+        self.sidebar.set_class(not shown, "hidden")
+
+    # ------------------------------------------------------------------ keys
+
+    def help_sources(self) -> list[tuple[str, Any]]:
+        """Bindings F1 lists besides the screen's: a focused message's, the chat list's."""
+        return [("Message: ", MessageView.BINDINGS), ("Chat list: ", Sidebar.BINDINGS)]
+
+    def typeahead_target(self, focused: Any) -> Any:
+        """Where typing goes when a message, the chat list or nothing has focus: the prompt
+        box."""
+        if focused is None or isinstance(focused, MessageView):
+            return self.prompt_box
+        if focused is not None and not isinstance(focused, Input) \
+                and self.sidebar in focused.ancestors_with_self:
+            return self.prompt_box
+        return None
 
     def _spin(self) -> None:
         if not self._spinning_in_worker:
@@ -343,8 +388,10 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                 self.status.used_tokens = message.prompt_tokens + (message.completion_tokens or 0)
                 self.status.tokens_per_s = message.tokens_per_s
                 self.status.ttft_s = message.ttft_s
+                self.status.live_tokens = message.completion_tokens
                 return
         self.status.used_tokens = None
+        self.status.tokens_per_s = self.status.ttft_s = self.status.live_tokens = None
 
     def _views(self) -> list[MessageView]:
         return list(self.transcript.query(MessageView))
@@ -473,6 +520,7 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                         spinner.streaming()
                     else:
                         await reply.flush()
+                    self._live_tick(turn)
                     if spinner.take():
                         reply.spin()
                         self.status.spinner += 1
@@ -506,6 +554,12 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         except NoMatches:  # the app is closing mid-reply: the status line is already gone
             log.debug("status line gone while a reply ended", exc_info=True)
 
+    def _live_tick(self, turn: ChatTurn | None) -> None:
+        """Hand the status line this reply's numbers so far (see live_stats.py)."""
+        if turn is not None and self.live_stats is not None:
+            self.live_stats.update(turn.stats.completion_tokens, self.live_stats.elapsed(),
+                                   turn.stats.ttft_s)
+
     @staticmethod
     async def _feed(reply: MessageView, turn: ChatTurn | None, text: str) -> None:
         if turn is not None and reply.info.message_id is None:
@@ -515,16 +569,27 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         await reply.feed(text)
 
     def _turn_started(self, turn: ChatTurn, reply: MessageView, user: MessageView | None) -> None:
+        if self.live_stats is not None:
+            self.live_stats.start(turn.prepared.prompt_tokens)
         if user is not None:
             user.info.message_id = turn.user_message_id
+            self._mark_branch(user)
         reply.info.message_id = turn.reply_message_id
         if self.conversation_id is None and turn.user_message_id is not None:
             self.conversation_id = self.baize.history.get_message(
                 turn.user_message_id).conversation_id
             self.sidebar.set_current(self.conversation_id)
         self.status.dropped_turns = turn.dropped_turns
-        self.status.used_tokens = turn.prepared.prompt_tokens
         self.sidebar.reload()
+
+    def _mark_branch(self, view: MessageView) -> None:
+        """Show ``‹ n/m ›`` on a new message that has siblings (an edit makes a branch)."""
+        if view.info.message_id is None:
+            return
+        siblings = [m.id for m in self.baize.history.siblings(view.info.message_id)]
+        if len(siblings) > 1:
+            view.info.branch = (siblings.index(view.info.message_id) + 1, len(siblings))
+            view.refresh_header()
 
     async def _turn_finished(self, turn: ChatTurn, reply: MessageView) -> None:
         self.last_turn = turn
@@ -540,13 +605,16 @@ class ChatScreen(OneLayoutPass, Screen[None]):
             if len(siblings) > 1:
                 reply.info.branch = (siblings.index(turn.reply_message_id) + 1, len(siblings))
         reply.refresh_header()
-        self.status.used_tokens = (stats.prompt_tokens or turn.prepared.prompt_tokens) + (
-            stats.completion_tokens or 0)
-        self.status.tokens_per_s = stats.tokens_per_s
-        self.status.ttft_s = stats.ttft_s
+        if self.live_stats is not None:
+            self.live_stats.finish(stats.completion_tokens, stats.tokens_per_s, stats.ttft_s,
+                                   stats.prompt_tokens or turn.prepared.prompt_tokens)
         if stats.finish_reason == "error":
             self.notify(f"Generation failed: {stats.error}", severity="error", timeout=8)
-        self.sidebar.reload()
+        # The turn ends (busy goes off) once the chat list shows it.
+        try:
+            await self.sidebar.reload()
+        except Exception:  # e.g. the app is closing and the list is gone
+            log.debug("could not reload the chat list after a turn", exc_info=True)
 
     async def _turn_failed(self, exc: BaseException, turn: ChatTurn | None, reply: MessageView,
                            user: MessageView | None, restore: str | None) -> None:
@@ -622,16 +690,33 @@ class ChatScreen(OneLayoutPass, Screen[None]):
 
     def action_edit_last(self) -> None:
         """Put the last user message back in the prompt box; sending it makes a new branch."""
-        if self.busy:
-            self.notify("Stop the reply first (Esc).", severity="warning")
-            return
         message = self._last_message("user")
         if message is None:
             self.notify("No message to edit.", severity="warning")
             return
+        self.edit_message(message, last=True)
+
+    @on(MessageView.EditRequested)
+    def _edit_requested(self, event: MessageView.EditRequested) -> None:
+        view = event.view
+        if view.info.message_id is None:
+            return
+        if view.role != "user":
+            self.notify("Only your own messages can be edited (e on one of them).",
+                        severity="warning")
+            return
+        self.edit_message(self.baize.history.get_message(view.info.message_id))
+
+    def edit_message(self, message: Message, *, last: bool = False) -> None:
+        """Put ``message`` (a user message, any in the thread) in the prompt box; sending it
+        makes a new branch from there."""
+        if self.busy:
+            self.notify("Stop the reply first (Esc).", severity="warning")
+            return
         self._editing = message
         banner = self.query_one("#edit-banner", Static)
-        banner.update("Editing your last message: Enter sends it as a new branch, Esc cancels.")
+        what = "your last message" if last else "an earlier message"
+        banner.update(f"Editing {what}: Enter sends it as a new branch, Esc cancels.")
         banner.add_class("visible")
         self.prompt_box.text = message.text
         self.prompt_box.move_cursor(self.prompt_box.document.end)
@@ -653,10 +738,31 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         if message is None:
             self.notify("Nothing to remove.", severity="warning")
             return
-        self.baize.history.delete_message(message.id)
+        assert self.conversation_id is not None
+        self.undo.remove(self.baize.history, self.conversation_id, message.id)
         await self.reload_transcript()
         self.sidebar.reload()
-        self.notify("Removed the last turn.")
+        self.notify("Removed the last turn. Ctrl+Z puts it back.", title="Removed",
+                    timeout=UNDO_S)
+        self.set_timer(UNDO_S, self.undo.forget)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo_remove":  # Ctrl+Z is the text box's own undo otherwise
+            return self.undo.last is not None
+        return True
+
+    async def action_undo_remove(self) -> None:
+        """Put back the turn F9 removed."""
+        if self.busy:
+            self.notify("Stop the reply first (Esc).", severity="warning")
+            return
+        conversation_id = self.undo.restore(self.baize.history)
+        if conversation_id is None:
+            return
+        if conversation_id == self.conversation_id:
+            await self.reload_transcript()
+        self.sidebar.reload()
+        self.notify("Turn restored.", timeout=3)
 
     async def action_branch(self, step: int) -> None:
         """Show the previous (-1) or next (+1) branch at the focused (or last) message."""
@@ -723,7 +829,7 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         default = get_paths().data_dir / "exports" / f"conversation-{self.conversation_id}.md"
         path = await self.app.push_screen_wait(PromptScreen(
             "Export this chat to (.md for Markdown, .json for the lossless JSON export):",
-            str(default), ok_label="Export"))
+            str(default), ok_label="Export", complete_paths=True))
         if path:
             self.export_to(Path(path).expanduser())
 
@@ -758,9 +864,24 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         resolved = self.chat_format()
         default_system = resolved.format.default_system if resolved is not None else None
         new = await self.app.push_screen_wait(
-            SettingsScreen(current, default_system=default_system))
+            SettingsScreen(current, self.known_models(), default_system=default_system))
         if new is not None:
             self.apply_settings(new)
+
+    def known_models(self) -> list[str]:
+        """Model specs for the settings' picker: in use, default, recent, on disk."""
+        from baize_tui.known_models import known_specs
+
+        try:
+            from baize_tui.models import list_models
+
+            on_disk = [m.path for m in list_models(include_hf_cache=False) if not m.broken]
+        except Exception:  # a bad models folder must not keep the settings from opening
+            log.debug("could not list the models", exc_info=True)
+            on_disk = []
+        return known_specs(default=str(self.baize.config.get("model", {}).get("default") or ""),
+                           current=(self.settings.model if self.settings else ""),
+                           history=self.baize.history, on_disk=on_disk)
 
     def apply_settings(self, settings: ChatSettings) -> None:
         """Use new settings from the next turn on (saved with the conversation)."""
@@ -774,13 +895,15 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         self.notify("Settings saved; they apply from the next message.", timeout=3)
 
     def action_toggle_sidebar(self) -> None:
-        """Show or hide the conversation list."""
+        """Show or hide the conversation list (this choice stands until the next Ctrl+B)."""
         self.sidebar.toggle_class("hidden")
+        self._sidebar_choice = not self.sidebar.has_class("hidden")
 
     def action_search(self) -> None:
         """Focus the search box of the sidebar."""
+        self._sidebar_choice = True
         self.sidebar.remove_class("hidden")
-        self.sidebar.query_one("#search").focus()
+        self.set_focus(self.sidebar.query_one("#search"))
 
     # ------------------------------------------------------------------ sidebar
 
@@ -824,7 +947,8 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                          "archive)") + f": {conv.display_title}", timeout=3)
         elif action == "delete":
             sure = await self.app.push_screen_wait(ConfirmScreen(
-                f"Delete {conv.display_title!r} and all its messages? This cannot be undone."))
+                f"Delete {conv.display_title!r} and all its messages? This cannot be undone.",
+                "Delete"))
             if not sure:
                 return
             if conversation_id == self.conversation_id and self.busy:

@@ -21,11 +21,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
 
 from baize_tui.catalog import KNOWN_MODELS, find_known
 from baize_tui.errors import OperationFailed, UserError
+from baize_tui.ui.dialogs import ConfirmDialog
 
 _ERRORS = (UserError, OperationFailed, OSError)
 
@@ -45,60 +46,14 @@ def human_size(n: int) -> str:
     return f"{size:.1f} TB"  # pragma: no cover
 
 
-class ConfirmModal(ModalScreen[bool]):
-    """A yes/no question; dismisses with ``True`` only for the confirming button."""
-
-    DEFAULT_CSS = """
-    ConfirmModal {
-        align: center middle;
-        background: $background 60%;
-    }
-    ConfirmModal > Vertical {
-        width: 80;
-        max-width: 95%;
-        height: auto;
-        max-height: 90%;
-        border: thick $accent;
-        background: $surface;
-        padding: 1 2;
-    }
-    ConfirmModal .confirm-title { text-style: bold; margin-bottom: 1; }
-    ConfirmModal .confirm-body { height: auto; margin-bottom: 1; }
-    ConfirmModal Horizontal { height: auto; align-horizontal: right; }
-    ConfirmModal Button { margin-left: 1; }
-    """
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str, body: str, yes: str = "Yes", *, danger: bool = False) -> None:
-        super().__init__()
-        self._title = title
-        self._body = body
-        self._yes = yes
-        self._danger = danger
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text(self._title), classes="confirm-title")
-            yield Static(Text(self._body), classes="confirm-body")
-            with Horizontal():
-                yield Button(self._yes, id="confirm-yes",
-                             variant="error" if self._danger else "primary")
-                yield Button("Cancel", id="confirm-no")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_cancel(self) -> None:
-        self.dismiss(False)
+#: The app's one confirmation dialog (``y``/Enter confirm, ``n``/Esc cancel).
+ConfirmModal = ConfirmDialog
 
 
 class ModelsScreen(Screen[None]):
     """Local GGUF models (set default, delete) and a panel that downloads or builds one."""
+
+    HELP_TITLE = "Models"
 
     DEFAULT_CSS = """
     ModelsScreen { layout: vertical; }
@@ -122,7 +77,8 @@ class ModelsScreen(Screen[None]):
     ModelsScreen #file { width: 1fr; }
     ModelsScreen #quant { width: 14; }
     ModelsScreen #known { width: 1fr; }
-    ModelsScreen #pull-progress { margin: 1 0 0 0; }
+    ModelsScreen #pull-progress { margin: 1 0 0 0; display: none; }
+    ModelsScreen #pull-progress.active { display: block; }
     ModelsScreen #pull-status { height: auto; }
     """
 
@@ -172,7 +128,8 @@ class ModelsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#models", DataTable)
-        table.add_columns("", "Name", "Quant", "Context", "Size", "Template", "Source", "Status")
+        # Status right after the name: at 80 columns the last columns are off-screen.
+        table.add_columns("", "Name", "Status", "Quant", "Context", "Size", "Template", "Source")
         self._check_offline()
         self.refresh_models()
 
@@ -195,10 +152,12 @@ class ModelsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="models-list", exit_on_error=False)
     def _list_models(self) -> None:
-        from baize_tui.models import list_models
+        from baize_tui.known_models import list_known_models
 
+        app: Any = self.app
+        in_use = [str(getattr(app, "model_spec", "") or "")]
         try:
-            found = list_models()
+            found = list_known_models(getattr(app, "history", None), in_use)
         except Exception as exc:  # shown, never raised
             self.app.call_from_thread(self._status, f"cannot list models: {error_text(exc)}")
             return
@@ -221,12 +180,12 @@ class ModelsScreen(Screen[None]):
             table.add_row(
                 Text("★" if model.is_default else ""),
                 Text(model.name),
+                status,
                 Text(model.quant or "?"),
                 Text(str(model.context_length) if model.context_length else "?"),
                 Text(human_size(model.size)),
                 Text(template),
                 Text(model.source),
-                status,
                 key=str(model.path),
             )
         if keep is not None:
@@ -300,7 +259,7 @@ class ModelsScreen(Screen[None]):
         body = f"{model.path}\n{human_size(model.size)}, deleted from disk for good."
         if model.is_default:
             body += "\nIt is the default model; the default will be cleared."
-        self.app.push_screen(ConfirmModal(f"Delete {model.name}?", body, "Delete", danger=True),
+        self.app.push_screen(ConfirmDialog(f"Delete {model.name}?", "Delete", body=body),
                              lambda yes: self._delete(model, bool(yes)))
 
     def _delete(self, model: Any, yes: bool) -> None:
@@ -363,6 +322,8 @@ class ModelsScreen(Screen[None]):
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
+        # The bar shows only while something downloads (idle, it would animate "--%").
+        self.query_one("#pull-progress", ProgressBar).set_class(busy, "active")
         self.query_one("#get", Button).disabled = busy
         self.query_one("#cancel", Button).disabled = not busy or self._cancel is None
         if not busy:
@@ -416,7 +377,8 @@ class ModelsScreen(Screen[None]):
     def _confirm_plan(self, plan: Any) -> None:
         self._pull_status(plan.describe())
         self.app.push_screen(
-            ConfirmModal(f"Build {plan.output.name}?", plan.describe(), "Download and convert"),
+            ConfirmDialog(f"Build {plan.output.name}?", "Download and convert",
+                          body=plan.describe(), danger=False),
             lambda yes: self._plan_answer(plan, bool(yes)))
 
     def _plan_answer(self, plan: Any, yes: bool) -> None:

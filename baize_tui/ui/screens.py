@@ -32,6 +32,7 @@ from baize_tui.chat_format import FORMAT_CHOICES
 from baize_tui.engines.base import SamplingParams
 from baize_tui.errors import UserError
 from baize_tui.prompt import BAIZE_SYSTEM_PROMPT
+from baize_tui.ui.dialogs import ConfirmDialog, FieldError, FormModal
 
 # --------------------------------------------------------------------------- per-chat settings
 
@@ -48,18 +49,25 @@ _FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class SettingsScreen(ModalScreen["ChatSettings | None"]):
-    """Per-chat settings. Dismisses with the new :class:`ChatSettings`, or ``None``."""
+class SettingsScreen(FormModal["ChatSettings | None"]):
+    """Per-chat settings. Dismisses with the new :class:`ChatSettings`, or ``None``.
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="settings.cancel")]
+    A :class:`~baize_tui.ui.dialogs.FormModal`: scrolls at 80x24, Ctrl+S saves, Esc cancels
+    (asking first when something was edited).
+    """
 
-    def __init__(self, settings: ChatSettings, *, default_system: str | None = None) -> None:
-        super().__init__(classes="dialog-screen")
+    HELP_TITLE = title_text = "Chat settings"
+    dialog_id = "settings-dialog"
+
+    def __init__(self, settings: ChatSettings, known_models: list[str] | None = None, *,
+                 default_system: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
+        self.known_models = known_models or []
         #: shown when the chat uses its format's default system prompt (``system_prompt=None``)
         self.default_system = default_system or ""
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         s = self.settings
         values: dict[str, str] = {
             "temperature": f"{s.params.temperature:g}",
@@ -70,29 +78,38 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
             "n_ctx": "" if s.n_ctx is None else str(s.n_ctx),
             "seed": "" if s.params.seed is None else str(s.params.seed),
         }
-        with Vertical(id="settings-dialog", classes="dialog"):
-            yield Static("Chat settings", classes="dialog-title")
-            with VerticalScroll(id="settings-body"):
-                yield Label("Model (PATH.gguf, openai:MODEL, hf:BASE[+LORA])")
-                yield Input(s.model, id="model", compact=True)
-                with Horizontal(classes="label-row"):
-                    yield Label("System prompt", classes="grow")
-                    yield Button("Reset to Baize default", id="reset-system", compact=True)
-                yield TextArea(self._system_shown, id="system-prompt", soft_wrap=True,
-                               show_line_numbers=False)
-                yield Label("Chat format (auto: the model's chat template, or Baize's when it "
-                            "has none)")
-                yield Select([(c, c) for c in FORMAT_CHOICES], value=s.format, id="format",
-                             allow_blank=False, compact=True)
-                with Grid(id="settings-grid"):
-                    for key, label, kind in _FIELDS:
-                        yield Label(label)
-                        yield Input(values[key], id=key, type=kind,  # type: ignore[arg-type]
-                                    compact=True)
-            yield Static("", id="settings-error", markup=False)
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save", variant="primary")
-                yield Button("Cancel", id="cancel")
+        yield Label("Model (PATH.gguf, openai:MODEL, hf:BASE[+LORA])")
+        yield from self.compose_model_field(s.model)
+        yield Label("Chat format (auto: the model's chat template, or Baize's when it "
+                    "has none)")
+        yield Select([(c, c) for c in FORMAT_CHOICES], value=s.format, id="format",
+                     allow_blank=False, compact=True)
+        with Horizontal(classes="label-row"):
+            yield Label("System prompt", classes="grow")
+            yield Button("Reset to Baize default", id="reset-system", compact=True)
+        yield TextArea(self._system_shown, id="system-prompt", soft_wrap=True,
+                       show_line_numbers=False)
+        with Grid(id="settings-grid"):
+            for key, label, kind in _FIELDS:
+                yield Label(label)
+                yield Input(values[key], id=key, type=kind,  # type: ignore[arg-type]
+                            compact=True)
+
+    def compose_model_field(self, model: str) -> ComposeResult:
+        """The model field: a box that completes paths and known models, and the list of
+        known models (narrowed to what is typed; Enter on one picks it)."""
+        from baize_tui.ui.pickers import ModelInput, ModelList
+
+        yield ModelInput(model, self.known_models, id="model")
+        if self.known_models:
+            yield ModelList(self.known_models, "model", id="model-list")
+
+    @on(Input.Changed, "#model")
+    def _model_typed(self, event: Input.Changed) -> None:
+        from baize_tui.ui.pickers import ModelList
+
+        for picker in self.query(ModelList):
+            picker.narrow(event.value)
 
     @property
     def _system_shown(self) -> str:
@@ -103,7 +120,8 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
     def _reset_system(self) -> None:
         self.query_one("#system-prompt", TextArea).text = BAIZE_SYSTEM_PROMPT
 
-    def _read(self) -> ChatSettings:
+    def submit(self) -> ChatSettings:
+        """The settings as typed (a :class:`FieldError` names a bad field)."""
         def value(key: str) -> str:
             return self.query_one(f"#{key}", Input).value.strip()
 
@@ -112,7 +130,7 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
             try:
                 return cast(raw)
             except ValueError:
-                raise UserError(f"{label}: {raw!r} is not a valid number") from None
+                raise FieldError(f"{label}: {raw!r} is not a valid number", key) from None
 
         labels = {key: label for key, label, _ in _FIELDS}
         params = SamplingParams(
@@ -126,10 +144,10 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
         )
         n_ctx = number("n_ctx", labels["n_ctx"], int) if value("n_ctx") else None
         if n_ctx is not None and n_ctx < 64:
-            raise UserError("Context size: must be at least 64 tokens (or blank)")
+            raise FieldError("Context size: must be at least 64 tokens (or blank)", "n_ctx")
         model = value("model")
         if not model:
-            raise UserError("Model: give a model (PATH.gguf, openai:MODEL or hf:BASE)")
+            raise FieldError("Model: give a model (PATH.gguf, openai:MODEL or hf:BASE)", "model")
         system: str | None = self.query_one("#system-prompt", TextArea).text
         if self.settings.system_prompt is None and system == self.default_system:
             system = None  # untouched: keep following the format's default
@@ -137,83 +155,45 @@ class SettingsScreen(ModalScreen["ChatSettings | None"]):
         return replace(self.settings, model=model, system_prompt=system, params=params,
                        n_ctx=n_ctx, format=fmt)
 
-    @on(Button.Pressed, "#save")
-    def action_save(self) -> None:
-        try:
-            settings = self._read()
-        except UserError as exc:
-            self.query_one("#settings-error", Static).update(Text(str(exc), style="bold red"))
-            return
-        self.dismiss(settings)
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
 
 # --------------------------------------------------------------------------- small dialogs
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question. Dismisses with True only when confirmed."""
-
-    BINDINGS = [
-        Binding("escape,n", "answer(False)", "No", id="confirm.no"),
-        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
-    ]
-
-    def __init__(self, question: str, confirm_label: str = "Delete") -> None:
-        super().__init__(classes="dialog-screen")
-        self.question = question
-        self.confirm_label = confirm_label
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog small-dialog"):
-            yield Static(Text(self.question), classes="dialog-text")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.confirm_label, id="yes", variant="error")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
+#: The one confirmation dialog (kept under its old name).
+ConfirmScreen = ConfirmDialog
 
 
-class PromptScreen(ModalScreen["str | None"]):
-    """Asks for one line of text (a new title, a file name)."""
+class PromptScreen(FormModal["str | None"]):
+    """Asks for one line of text (a new title, a file name); Enter or Ctrl+S answers."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+    dialog_classes = "dialog small-dialog form-dialog"
 
-    def __init__(self, question: str, value: str = "", *, ok_label: str = "OK") -> None:
-        super().__init__(classes="dialog-screen")
+    def __init__(self, question: str, value: str = "", *, ok_label: str = "OK",
+                 complete_paths: bool = False) -> None:
+        super().__init__()
         self.question = question
         self.value = value
-        self.ok_label = ok_label
+        self.save_label = ok_label
+        self.complete_paths = complete_paths
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog small-dialog"):
-            yield Static(Text(self.question), classes="dialog-text")
+    def compose_body(self) -> ComposeResult:
+        yield Static(Text(self.question), classes="dialog-text")
+        if self.complete_paths:
+            from baize_tui.ui.pickers import PathInput
+
+            yield PathInput(self.value, id="answer")
+        else:
             yield Input(self.value, id="answer")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.ok_label, id="ok", variant="primary")
-                yield Button("Cancel", id="cancel")
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#ok")
-    def _ok(self) -> None:
+    def submit(self) -> str:
         value = self.query_one("#answer", Input).value.strip()
-        if value:
-            self.dismiss(value)
+        if not value:
+            raise FieldError("Type an answer first (Esc cancels).", "answer")
+        return value
 
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    @on(Input.Submitted, "#answer")
+    def _enter(self) -> None:
+        self.action_save()
 
 
 class HelpScreen(ModalScreen[None]):
@@ -221,28 +201,33 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,f1,q", "close", "Close", id="help.close")]
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: list[tuple[str, str, str]], title: str = "") -> None:
         super().__init__(classes="dialog-screen")
         self.rows = rows
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         lines = [
-            "# Keys",
+            f"# Keys: {self.title_text}" if self.title_text else "# Keys",
             "",
             "Remap any key in `config.toml` under `[ui.keymap]`, by its id: "
-            '`"chat.regenerate" = "ctrl+g"`. Every action is also in the command '
+            '`"chat.regenerate" = "f12"`. Every action is also in the command '
             "palette (**Ctrl+P**).",
             "",
-            "| Key | Action | id |",
-            "|---|---|---|",
         ]
+        wide = self.app.size.width >= 100  # at 80 columns the ids would crowd the table
+        lines += ["| Key | Action | id |", "|---|---|---|"] if wide else \
+            ["| Key | Action |", "|---|---|"]
         for key, description, binding_id in self.rows:
-            lines.append(f"| `{key}` | {description} | `{binding_id}` |")
+            lines.append(f"| `{key}` | {description} | `{binding_id}` |" if wide
+                         else f"| `{key}` | {description} |")
+        if not wide:
+            lines += ["", "(A wider terminal also shows each key's id.)"]
         with Vertical(id="help-dialog", classes="dialog"):
             with VerticalScroll():
                 yield Markdown("\n".join(lines))
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Close", id="close")
+                yield Button("Close (Esc)", id="close", compact=True)
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
@@ -290,8 +275,11 @@ class FirstRunScreen(Screen["str | None"]):
                     "A Baize (LLaMA) model converted with `baize-convert merge`, or any "
                     "downloaded .gguf.", classes="choice-help", markup=False)
                 with Horizontal(classes="choice-row"):
-                    yield Input(placeholder="/path/to/model.gguf", id="gguf-path", compact=True)
+                    from baize_tui.ui.pickers import PathInput
+
+                    yield PathInput(placeholder="/path/to/model.gguf", id="gguf-path")
                     yield Button("Open", id="open-gguf", variant="primary", compact=True)
+                yield Static("", classes="choice-error", markup=False)
             with Vertical(classes="choice", id="choice-download"):
                 yield Static("2. Download one from the Hugging Face hub", classes="choice-title")
                 if _pull_available():
@@ -303,6 +291,7 @@ class FirstRunScreen(Screen["str | None"]):
                         yield Input(placeholder="file.gguf", id="pull-file", compact=True)
                         yield Button("Download", id="pull", compact=True)
                     yield ProgressBar(id="pull-progress", show_eta=False)
+                    yield Static("", classes="choice-error", markup=False)
                 else:
                     yield Static("Run: baize-tui models pull REPO", classes="choice-help",
                                  markup=False)
@@ -316,11 +305,29 @@ class FirstRunScreen(Screen["str | None"]):
                     yield Input(placeholder="http://127.0.0.1:8080/v1", id="endpoint-url", compact=True)
                     yield Input(placeholder="model name", id="endpoint-model", compact=True)
                     yield Button("Use", id="use-endpoint", compact=True)
+                yield Static("", classes="choice-error", markup=False)
             yield Static("", id="first-run-error", markup=False)
         yield Footer()
 
-    def _error(self, message: str) -> None:
-        self.query_one("#first-run-error", Static).update(Text(message, style="bold red"))
+    def on_mount(self) -> None:
+        # Typing a path works at once: the first field has focus.
+        self.query_one("#gguf-path", Input).focus()
+
+    def _error(self, message: str, choice: str | None = None) -> None:
+        """Show ``message`` where the eye is: under the fields of ``choice`` (the id of the
+        option's box), else at the end; and as a toast, in case that is off-screen."""
+        for box in self.query(".choice-error").results(Static):
+            box.update("")
+        target = self.query_one("#first-run-error", Static)
+        if choice is not None:
+            try:
+                target = self.query_one(f"#{choice} .choice-error", Static)
+            except Exception:
+                pass
+        target.update(Text(message, style="bold red"))
+        if message:
+            target.scroll_visible(animate=False)
+            self.notify(message, title="First run", severity="error", timeout=8)
 
     def _choose(self, spec: str, **extra: str) -> None:
         from baize_tui.config import set_value
@@ -339,7 +346,7 @@ class FirstRunScreen(Screen["str | None"]):
     def _open_gguf(self) -> None:
         raw = self.query_one("#gguf-path", Input).value.strip()
         if not raw:
-            self._error("Type the path of a .gguf file first.")
+            self._error("Type the path of a .gguf file first.", "choice-file")
             return
         path = Path(raw).expanduser()
         try:
@@ -347,7 +354,7 @@ class FirstRunScreen(Screen["str | None"]):
 
             inspect_gguf(path)
         except Exception as exc:  # UserError / OperationFailed carry a clear message
-            self._error(str(exc))
+            self._error(str(exc), "choice-file")
             return
         self._choose(str(path.resolve()))
 
@@ -372,10 +379,11 @@ class FirstRunScreen(Screen["str | None"]):
         url = self.query_one("#endpoint-url", Input).value.strip()
         model = self.query_one("#endpoint-model", Input).value.strip()
         if not url.startswith(("http://", "https://")):
-            self._error("Endpoint: give a URL starting with http:// or https://")
+            self._error("Endpoint: give a URL starting with http:// or https://",
+                        "choice-endpoint")
             return
         if not model:
-            self._error("Endpoint: give the model name the server expects")
+            self._error("Endpoint: give the model name the server expects", "choice-endpoint")
             return
         self._choose(f"openai:{model}", **{"openai.base_url": url})
 
@@ -384,9 +392,10 @@ class FirstRunScreen(Screen["str | None"]):
         repo = self.query_one("#pull-repo", Input).value.strip()
         filename = self.query_one("#pull-file", Input).value.strip()
         if not repo or not filename:
-            self._error("Download: give the repository and the .gguf file name")
+            self._error("Download: give the repository and the .gguf file name",
+                        "choice-download")
             return
-        self._error("")
+        self._error("", "choice-download")
         self.query_one("#pull", Button).disabled = True
         bar = self.query_one("#pull-progress", ProgressBar)
         bar.display = True
@@ -411,7 +420,7 @@ class FirstRunScreen(Screen["str | None"]):
 
     def _download_failed(self, message: str) -> None:
         self.query_one("#pull", Button).disabled = False
-        self._error(f"Download failed: {message}")
+        self._error(f"Download failed: {message}", "choice-download")
 
     def on_unmount(self) -> None:
         if self._cancel_download is not None:

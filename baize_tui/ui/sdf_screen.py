@@ -60,6 +60,8 @@ def candidates_table(rec: dict[str, Any], verdict: dict[str, Any] | None, width:
 class SdfScreen(Screen[None]):
     """Self-distillation with feedback: options, live progress, candidates, export."""
 
+    HELP_TITLE = "SDF"
+
     DEFAULT_CSS = """
     SdfScreen { layout: vertical; }
     SdfScreen .title { text-style: bold; padding: 0 1; }
@@ -77,7 +79,7 @@ class SdfScreen(Screen[None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start", id="sdf.start"),
+        Binding("ctrl+g", "start", "Start", id="sdf.start"),  # one keymap: Ctrl+G starts
         Binding("ctrl+x", "stop", "Stop", id="sdf.stop"),
         Binding("left_square_bracket", "browse(-1)", "Prev prompt", id="sdf.prev"),
         Binding("right_square_bracket", "browse(1)", "Next prompt", id="sdf.next"),

@@ -43,6 +43,7 @@ from textual.worker import Worker, WorkerState
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
+from baize_tui.ui.pickers import PathInput
 from baize_tui.ui.selfchat_batch import BatchMixin, batch_panel_lines
 
 PRESETS = ("quora", "stackoverflow", "medquad")
@@ -63,7 +64,24 @@ def latest_run_dir() -> Path | None:
     if not root.is_dir():
         return None
     runs = [p for p in root.iterdir() if (p / "state.json").is_file()]
-    return max(runs, key=lambda p: (p / "state.json").stat().st_mtime) if runs else None
+    return max(runs, key=last_activity) if runs else None
+
+
+#: Files a run writes while it works (an export written later is not run activity).
+_RUN_FILES = ("state.json", "raw.jsonl", "failed.jsonl", "events.log")
+
+
+def last_activity(run_dir: Path) -> float:
+    """When a run last did something: the newest of its own files. An interrupted run wrote
+    its dialogues after its ``state.json``; judging by that file alone, an older finished run
+    could look newer."""
+    times = []
+    for name in _RUN_FILES:
+        try:
+            times.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=0.0)
 
 
 def _clip(text: str, n: int) -> str:
@@ -73,6 +91,8 @@ def _clip(text: str, n: int) -> str:
 
 class SelfChatScreen(BatchMixin, Screen[None]):
     """Self-chat data generation: options, template preview, live run, export."""
+
+    HELP_TITLE = "Self-chat"
 
     DEFAULT_CSS = """
     SelfChatScreen { layout: vertical; }
@@ -111,8 +131,9 @@ class SelfChatScreen(BatchMixin, Screen[None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start", id="selfchat.start"),
+        Binding("ctrl+g", "start", "Start", id="selfchat.start"),
         Binding("ctrl+x", "stop", "Stop", id="selfchat.stop"),
+        Binding("ctrl+s", "export", "Save data as", id="selfchat.export"),
     ]
 
     def __init__(self, name: str | None = None, id: str | None = None,
@@ -135,9 +156,9 @@ class SelfChatScreen(BatchMixin, Screen[None]):
         with Horizontal(id="sc-body"):
             with VerticalScroll(id="sc-form"):
                 yield Label("Seeds: a file or quora/stackoverflow/medquad")
-                yield Input(placeholder="seeds.txt", id="sc-seeds", compact=True)
+                yield PathInput(placeholder="seeds.txt", id="sc-seeds")
                 yield Label("Run directory (same one resumes)")
-                yield Input(id="sc-out", compact=True)
+                yield PathInput(id="sc-out")
                 yield Label("Model")
                 yield Input("gpt-3.5-turbo", id="sc-model", compact=True)
                 yield Label("Base URL (blank: config or OpenAI)")
@@ -174,7 +195,7 @@ class SelfChatScreen(BatchMixin, Screen[None]):
                 yield Label("Max cost (USD)")
                 yield Input(type="number", placeholder="no cap", id="sc-max-cost", compact=True)
                 yield Label("Template file with {seed} (blank: Baize's)")
-                yield Input(placeholder="built-in", id="sc-template", compact=True)
+                yield PathInput(placeholder="built-in", id="sc-template")
                 preview = Static("", id="sc-preview", markup=False)
                 preview.border_title = "Prompt for a sample seed"
                 yield preview
@@ -541,8 +562,12 @@ class SelfChatScreen(BatchMixin, Screen[None]):
     # ------------------------------------------------------------------ export
 
     @on(Button.Pressed, "#sc-export")
-    def action_export(self) -> None:
-        """Write the finished dialogues (Baize JSON or chat-messages JSONL) into the run dir."""
+    @work(group="selfchat-export-ask", exclusive=True)
+    async def action_export(self) -> None:
+        """Write the finished dialogues (Baize JSON or chat-messages JSONL) to a file the
+        user chooses (the run directory's ``export-…`` file is offered)."""
+        from baize_tui.ui.screens import PromptScreen
+
         out = self._value("out")
         if not out:
             self._message("Run directory: nothing to export", True)
@@ -550,8 +575,12 @@ class SelfChatScreen(BatchMixin, Screen[None]):
         fmt = self.query_one("#sc-export-format", Select).value
         fmt = fmt if isinstance(fmt, str) else "baize"
         run_dir = Path(out).expanduser()
-        target = run_dir / ("export-baize.json" if fmt == "baize" else "export-messages.jsonl")
-        self._export(run_dir, fmt, target)
+        default = run_dir / ("export-baize.json" if fmt == "baize" else "export-messages.jsonl")
+        answer = await self.app.push_screen_wait(PromptScreen(
+            f"Save the dialogues ({fmt}) to:", str(default), ok_label="Save",
+            complete_paths=True))
+        if answer:
+            self._export(run_dir, fmt, Path(answer).expanduser())
 
     @work(thread=True, exclusive=True, group="selfchat-export", exit_on_error=False)
     def _export(self, run_dir: Path, fmt: str, target: Path) -> None:

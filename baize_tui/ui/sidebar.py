@@ -11,6 +11,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
@@ -114,8 +115,11 @@ class Sidebar(Vertical):
         """What is typed in the search box."""
         return self.query_one("#search", Input).value.strip()
 
-    def reload(self) -> None:
-        """Redraw the list (or the search results) from the history store."""
+    def reload(self) -> AwaitComplete:
+        """Redraw the list (or the search results) from the history store.
+
+        Returns an optionally-awaitable: await it for the list to hold only the new items (the
+        old ones are removed and the new ones mounted a moment later)."""
         list_view = self.query_one("#conversations", ListView)
         heading = self.query_one("#list-heading", Static)
         items: list[ListItem] = []
@@ -147,10 +151,11 @@ class Sidebar(Vertical):
                 item.add_class("current")
                 index = n
         with self.app.batch_update():
-            list_view.clear()
-            list_view.extend(items)
+            removed = list_view.clear()
+            mounted = list_view.extend(items)
             if index is not None:
                 list_view.index = index
+        return AwaitComplete(removed, mounted)
 
     def watch_show_archived(self) -> None:
         self.reload()

@@ -16,6 +16,7 @@ into the models directory. Log and file text is shown as plain text only.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ from textual.widgets import (
     Sparkline,
     Static,
 )
+from textual.widgets.select import InvalidSelectValueError
 
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.paths import get_paths
+from baize_tui.ui.pickers import PathInput
 
 PRESET_LABELS: dict[str, str] = {
     "baize": "Baize (v1 settings, AI-turn loss)",
@@ -73,6 +76,7 @@ def error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, _ERRORS) else f"{type(exc).__name__}: {exc}"
 
 MAX_POINTS = 400  # loss points kept for the plot
+log = logging.getLogger("baize_tui.ui")
 
 
 def _num(value: Any, fmt: str = ".4f") -> str:
@@ -89,6 +93,8 @@ def preview_text(preview: Any) -> Text:
 
 class TrainScreen(Screen[None]):
     """LoRA fine-tuning: the form, the sample preview, and the live view of a run."""
+
+    HELP_TITLE = "Training"
 
     DEFAULT_CSS = """
     TrainScreen { layout: vertical; }
@@ -107,13 +113,14 @@ class TrainScreen(Screen[None]):
     TrainScreen #tr-form Horizontal > Vertical { height: auto; width: 1fr; }
     TrainScreen .buttons { height: auto; margin-top: 1; }
     TrainScreen .buttons Button { margin-right: 1; min-width: 10; }
-    TrainScreen #tr-preview {
+    TrainScreen #tr-preview-scroll {
         height: auto;
         max-height: 20;
         border: round $secondary;
         padding: 0 1;
         margin-top: 1;
     }
+    TrainScreen #tr-preview { height: auto; }
     TrainScreen #tr-run { width: 1fr; height: 1fr; padding: 0 1; }
     TrainScreen #tr-runs { width: 1fr; }
     TrainScreen #tr-status { height: auto; margin-top: 1; }
@@ -126,8 +133,8 @@ class TrainScreen(Screen[None]):
     """
 
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start", id="train.start"),
-        Binding("ctrl+r", "preview", "Preview", id="train.preview"),
+        Binding("ctrl+g", "start", "Start", id="train.start"),
+        Binding("ctrl+o", "preview", "Preview", id="train.preview"),
     ]
 
     def __init__(self, name: str | None = None, id: str | None = None,
@@ -143,6 +150,8 @@ class TrainScreen(Screen[None]):
         self._log_tail: Any | None = None
         self._busy = False  # a start/resume/convert is under way
         self._run_options: list[str] = []
+        self.run_labels: dict[str, str] = {}
+        self._preset_applied = ""
 
     # ------------------------------------------------------------------ layout
 
@@ -154,16 +163,15 @@ class TrainScreen(Screen[None]):
                     yield Button("Preview sample", id="tr-preview-btn", compact=True)
                     yield Button("Start run", id="tr-start", variant="success", compact=True)
                 yield Label("Base model (LLaMA checkpoint dir or hub id)")
-                yield Input(placeholder="path/to/llama-7b", id="tr-base", compact=True)
+                yield PathInput(placeholder="path/to/llama-7b", id="tr-base")
                 yield Label("Start from a frozen LoRA (SDF: the SFT adapter; optional)")
-                yield Input(placeholder="runs/baize-7b/adapter", id="tr-init-adapter",
-                            compact=True)
+                yield PathInput(placeholder="runs/baize-7b/adapter", id="tr-init-adapter")
                 yield Label("Data files (comma-separated)")
                 yield Input(placeholder="alpaca_chat_data.json, export-baize.json",
                             id="tr-data", compact=True)
                 yield Label("Run directory")
-                yield Input(str(get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S")),
-                            id="tr-out", compact=True)
+                yield PathInput(str(get_paths().runs_dir / time.strftime("run-%Y%m%d-%H%M%S")),
+                                id="tr-out")
                 yield Label("Preset")
                 yield Select([(label, key) for key, label in PRESET_LABELS.items()],
                              value="baize", allow_blank=False, id="tr-preset", compact=True)
@@ -197,8 +205,10 @@ class TrainScreen(Screen[None]):
                                      id="tr-batching", compact=True)
                 preview = Static("Preview shows one dialogue with the trained tokens "
                                  "highlighted.", id="tr-preview", markup=False)
-                preview.border_title = "Sample"
-                yield preview
+                # The sample scrolls (it is often longer than the 20 lines it gets).
+                scroll = VerticalScroll(preview, id="tr-preview-scroll")
+                scroll.border_title = "Sample (scrolls)"
+                yield scroll
             with Vertical(id="tr-run"):
                 with Horizontal(classes="buttons"):
                     yield Select([], prompt="runs", id="tr-runs", compact=True)
@@ -239,6 +249,7 @@ class TrainScreen(Screen[None]):
         from baize_tui.train.settings import preset
 
         config = preset(name)
+        self._preset_applied = name
         for key, field, _kind, _label in _NUMBERS:
             value = getattr(config, field)
             self.query_one(f"#tr-{key}", Input).value = f"{value:g}" if isinstance(value, float) \
@@ -251,7 +262,9 @@ class TrainScreen(Screen[None]):
 
     @on(Select.Changed, "#tr-preset")
     def _preset_changed(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str):
+        # (The Changed event of the preset set at start-up comes late: it must not undo a
+        # run's settings put in the form meanwhile.)
+        if isinstance(event.value, str) and event.value != self._preset_applied:
             self._apply_preset(event.value)
 
     def _value(self, key: str) -> str:
@@ -497,6 +510,8 @@ class TrainScreen(Screen[None]):
             state = run.status().get("state", "?")
             options.append((f"{run.dir.name} ({state})", str(run.dir)))
         self._run_options = [v for _, v in options]
+        #: what the runs list shows for each run directory
+        self.run_labels = {value: label for label, value in options}
         with self.prevent(Select.Changed):
             select.set_options(options)
             if self.run is not None and any(v == str(self.run.dir) for _, v in options):
@@ -515,8 +530,32 @@ class TrainScreen(Screen[None]):
             except _ERRORS as exc:
                 self._message(str(exc), True)
 
+    def fill_form(self, config: Any) -> None:
+        """Show a run's settings in the form (after a relaunch the form is not empty)."""
+        self.query_one("#tr-base", Input).value = config.base
+        self.query_one("#tr-data", Input).value = ", ".join(config.data)
+        self.query_one("#tr-init-adapter", Input).value = getattr(config, "init_adapter", "") \
+            or ""
+        for key, field, _kind, _label in _NUMBERS:
+            value = getattr(config, field)
+            self.query_one(f"#tr-{key}", Input).value = f"{value:g}" \
+                if isinstance(value, float) else str(value)
+        for key, field in (("loss-mode", "loss"), ("load-in", "load_in"),
+                           ("template", "template")):
+            value = getattr(config, field)
+            try:
+                self.query_one(f"#tr-{key}", Select).value = value
+            except InvalidSelectValueError:  # a value this form does not offer: left as is
+                pass
+
     def attach(self, run: Any) -> None:
-        """Watch ``run`` from its files (from the start of its metrics and the end of its log)."""
+        """Watch ``run`` from its files (from the start of its metrics and the end of its log);
+        an empty form takes the run's settings."""
+        if not self._value("base") and not self._value("data"):
+            try:
+                self.fill_form(run.config())
+            except Exception:  # an unreadable config.toml: the run is still watched
+                log.debug("could not read %s", run.config_file, exc_info=True)
         self.run = run
         self.losses, self.eval_losses, self.last_train = [], [], {}
         self.status, self.alive = {}, False
@@ -553,8 +592,11 @@ class TrainScreen(Screen[None]):
         text = self._log_tail.read_new()
         if text:
             self.query_one("#tr-log", Log).write(text)
+        state = self.status.get("state")
         self.status = run.status()
         self.alive = run.alive()  # a stopped trainer may still be writing its last lines
+        if state is not None and self.status.get("state") != state:
+            self.refresh_runs()  # the list names each run's state: keep it true
         self._draw_status()
         self._buttons()
 

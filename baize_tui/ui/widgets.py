@@ -167,7 +167,15 @@ class MessageView(Vertical, can_focus=True):
         Binding("right", "branch(1)", "Next branch", id="message.branch_next"),
         Binding("c", "copy", "Copy message", id="message.copy"),
         Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
+        Binding("e", "edit", "Edit (a new branch from here)", id="message.edit"),
     ]
+
+    class EditRequested(Message):
+        """Asks the screen to put this (user) message in the prompt box for editing."""
+
+        def __init__(self, view: MessageView) -> None:
+            super().__init__()
+            self.view = view
 
     class BranchRequested(Message):
         """Asks the screen to show a sibling branch of this message."""
@@ -481,6 +489,10 @@ class MessageView(Vertical, can_focus=True):
     def action_branch(self, step: int) -> None:
         self.post_message(self.BranchRequested(self, step))
 
+    def action_edit(self) -> None:
+        """Edit this message (a new branch from here)."""
+        self.post_message(self.EditRequested(self))
+
     def action_copy(self) -> None:
         self.post_message(self.CopyRequested(self, code=False))
 
@@ -540,6 +552,10 @@ class StatusBar(Static):
     ttft_s: reactive[float | None] = reactive(None)
     dropped_turns: reactive[int] = reactive(0)
     spinner: reactive[int] = reactive(0)
+    #: tokens of the reply being generated (or of the last one); None: not shown
+    live_tokens: reactive[int | None] = reactive(None)
+    #: seconds since the model's last token, when it has been silent a while
+    stalled_s: reactive[float | None] = reactive(None)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id, markup=False)
@@ -558,16 +574,23 @@ class StatusBar(Static):
             out.append(f"  ctx {used}/{self.n_ctx}")
             if self.used_tokens is not None:
                 share = self.used_tokens / self.n_ctx
-                width = 10
+                width = 8
                 filled = min(width, round(share * width))
                 style = "red" if share > 0.9 else "yellow" if share > 0.7 else "green"
                 out.append(" ")
                 out.append("█" * filled, style=style)
                 out.append("░" * (width - filled), style="dim")
+        numbers = []  # this (or the last) reply's: kept short, the line is one row
+        if self.live_tokens is not None:
+            numbers.append(f"{self.live_tokens} tok")
         if self.tokens_per_s is not None:
-            out.append(f"  {self.tokens_per_s:.1f} tok/s")
+            numbers.append(f"{self.tokens_per_s:.1f} tok/s")
         if self.ttft_s is not None:
-            out.append(f"  TTFT {self.ttft_s:.2f} s")
+            numbers.append(f"TTFT {self.ttft_s:.2f}s")
+        if numbers:
+            out.append("  " + " · ".join(numbers))
+        if self.stalled_s is not None:
+            out.append(f"  no token for {self.stalled_s:.0f} s", style="bold yellow")
         if self.dropped_turns:
             out.append(
                 f"  ⚠ {self.dropped_turns} old turn{'s' if self.dropped_turns != 1 else ''} "

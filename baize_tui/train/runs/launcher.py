@@ -91,16 +91,25 @@ def check_base(base: str) -> None:
     if config is None:
         raise UserError(f"{base}: no readable config.json; is this a Hugging Face checkpoint?")
     check_llama_config(config, base)
+    from baize_tui.train.plan import preflight_convertible
+
+    preflight_convertible(str(path))  # tokenizer and tensors too, before any training step
 
 
 def check_llama_config(config: dict[str, Any], base: str) -> None:
-    """Raise :class:`UserError` unless the model config describes a LLaMA."""
+    """Raise :class:`UserError` unless the model config is in the LLaMA family that
+    baize-convert can turn into a GGUF (LLaMA 1/2/3, TinyLlama, SmolLM, Mistral 7B)."""
+    from baize_convert.checkpoint import check_family
+
     model_type = str(config.get("model_type", "")).lower()
     archs = [str(a).lower() for a in config.get("architectures") or []]
-    if model_type != "llama" and not any("llama" in a for a in archs):
+    if model_type not in ("llama", "mistral") and not any("llama" in a or "mistral" in a
+                                                          for a in archs):
         kind = model_type or (archs[0] if archs else "unknown")
         raise UserError(f"{base}: not a LLaMA model ({kind}); Baize fine-tuning and "
-                        "baize-convert support LLaMA-architecture bases only")
+                        "baize-convert support LLaMA-family bases only (LLaMA 1/2/3, TinyLlama, "
+                        "SmolLM, Mistral 7B)")
+    check_family(config, Path(base) / "config.json")  # rope scaling, biases, exact names
 
 
 def _resolve_gpus(config: TrainConfig) -> int:

@@ -31,7 +31,7 @@ from baize_tui.procs import process_alive
 from baize_tui.train.settings import TrainConfig
 
 WORKER_MODULE = "baize_tui.train.worker"
-ACTIVE_STATES = ("starting", "loading_dataset", "loading_model", "training", "evaluating",
+ACTIVE_STATES = ("starting", "checking_base", "loading_dataset", "loading_model", "training", "evaluating",
                  "saving", "stopping")
 FINAL_STATES = ("completed", "stopped", "cancelled", "error", "killed", "dead")
 # Exit status of ``train run --wait`` (and of the worker) per final state.

@@ -1,0 +1,111 @@
+"""Fields that help the user pick: paths that complete, and a searchable list of models.
+
+* :class:`PathInput` completes file-system paths as you type (the rest of the name shows
+  dimmed; → or End takes it), like a shell's Tab.
+* :class:`ModelInput` does the same and also completes the models the app knows (the
+  default, models used by past chats, GGUFs in the models folder, endpoints);
+  :class:`ModelList` under it lists those models, narrowed to what is typed, and Enter or
+  a click on one puts it in the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on
+from textual.suggester import Suggester
+from textual.widgets import Input, OptionList
+from textual.widgets.option_list import Option
+
+#: Entries of one directory a path completion looks at, at most (a huge folder stays fast).
+MAX_DIR_ENTRIES = 2000
+
+
+def complete_path(value: str) -> str | None:
+    """The first existing path that ``value`` is the start of (directories end in ``/``),
+    or ``None``. ``~`` is kept as typed."""
+    if not value or value.startswith(("openai:", "hf:", "http:", "https:")):
+        return None
+    expanded = os.path.expanduser(value)
+    directory, prefix = os.path.split(expanded)
+    folder = Path(directory or ".")
+    try:
+        with os.scandir(folder) as entries:
+            names = []
+            for n, entry in enumerate(entries):
+                if n >= MAX_DIR_ENTRIES:
+                    break
+                if entry.name.startswith(prefix) and not entry.name.startswith("."):
+                    names.append(entry.name + ("/" if entry.is_dir() else ""))
+    except OSError:
+        return None
+    if not names:
+        return None
+    best = sorted(names, key=lambda name: (not name.endswith((".gguf", "/")), name))[0]
+    completed = os.path.join(directory, best) if directory else best
+    if expanded != value and value.startswith("~"):  # give back the ~ the user typed
+        home = os.path.expanduser("~")
+        completed = "~" + completed[len(home):]
+    return completed if completed != value else None
+
+
+class PathSuggester(Suggester):
+    """Suggests the completion of a path (and, first, of any ``known`` value)."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.known = list(known)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        for item in self.known:
+            if item.startswith(value) and item != value:
+                return item
+        return complete_path(value)
+
+
+class PathInput(Input):
+    """A one-line path field whose value completes to existing files and folders."""
+
+    def __init__(self, value: str = "", *, id: str | None = None,
+                 placeholder: str = "", compact: bool = True) -> None:
+        super().__init__(value, id=id, placeholder=placeholder, compact=compact,
+                         suggester=PathSuggester())
+
+
+class ModelInput(Input):
+    """The model field: completes known models and paths."""
+
+    def __init__(self, value: str, known: list[str], *, id: str | None = None) -> None:
+        super().__init__(value, id=id, compact=True, suggester=PathSuggester(known))
+        self.known = known
+
+
+def filter_models(known: Iterable[str], text: str) -> list[str]:
+    """The known models whose spec contains every word of ``text`` (case-insensitive)."""
+    words = text.lower().split()
+    return [spec for spec in known if all(word in spec.lower() for word in words)]
+
+
+class ModelList(OptionList):
+    """Known models, narrowed to what the model field holds; choosing one fills it in."""
+
+    def __init__(self, known: list[str], target: str, *, id: str | None = None) -> None:
+        super().__init__(*[Option(spec, id=spec) for spec in known], id=id, compact=True)
+        self.known = known
+        self.target = target
+
+    def narrow(self, text: str) -> None:
+        """Show only the models matching ``text`` (all of them when it is one of them)."""
+        shown = self.known if text in self.known else filter_models(self.known, text)
+        self.clear_options()
+        self.add_options([Option(spec, id=spec) for spec in shown])
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        field = self.screen.query_one(f"#{self.target}", Input)
+        field.value = str(event.option.id)
+        field.cursor_position = len(field.value)
+        field.focus()
