@@ -13,7 +13,7 @@ from openai_server import OpenAITestServer
 from sdf_helpers import read_jsonl, scripted_judge
 from textual.app import App
 from textual.widgets import Input, Static
-from ui_helpers import wait_until
+from ui_helpers import settled, wait_until
 
 from baize_tui.errors import UserError
 from baize_tui.sdf import process
@@ -165,6 +165,7 @@ async def test_pause_resume_stop_then_start_again_resumes(tmp_path: Path) -> Non
                 screen.refresh_status()
                 assert text_of(screen, "#sdf-counters").startswith("paused")
                 assert str(screen.query_one("#sdf-pause").label) == "Resume"
+                await settled(pilot)  # the relabelled button is laid out before it is clicked
                 await pilot.click("#sdf-pause")  # now "Resume"
                 await wait_until(pilot, lambda: not process.paused(out), timeout=30)
                 before = lines()
