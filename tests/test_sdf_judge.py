@@ -287,3 +287,19 @@ def test_background_process_control_with_a_relative_directory(tmp_path: Path, mo
         while process.alive(out) and time.monotonic() < deadline:
             time.sleep(0.01)
     assert not process.alive(out) and not process.stop(out)
+
+
+def test_judging_again_with_other_settings_is_refused_unless_forced(tmp_path: Path,
+                                                                   capsys) -> None:
+    out = tmp_path / "run"
+    write_candidates(out, 2)
+    with OpenAITestServer(scripted_judge) as server:
+        assert main(judge_args(out, server)) == 0
+        capsys.readouterr()
+        other = ["sdf", "judge", str(out), "--judge", "openai:another-judge", "--base-url",
+                 server.base_url, "--no-progress"]
+        assert main(other) == 2
+        err = capsys.readouterr().err
+        assert "judged with other settings" in err
+        assert "judge 'judge-model' -> 'another-judge'" in err
+        assert main([*other, "--force"]) == 0

@@ -17,6 +17,7 @@ from baize_tui.errors import UserError
 from baize_tui.sdf import judge as jd
 from baize_tui.sdf.runners import JudgeRunner, JudgeSettings
 from baize_tui.sdf.store import CANDIDATES, JudgeStore, first_per_id, read_records, require_run_dir
+from baize_tui.selfchat.run import settings_changes
 from baize_tui.selfchat.runner import Event, RunConfig, RunStats
 
 STATE_VERSION = 1
@@ -56,11 +57,9 @@ def open_judge(run_dir: Path | str, config: RunConfig, settings: JudgeSettings, 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     new = judge_fingerprint(config, settings)
     if state is not None and not force:
-        old = state.get("fingerprint") or {}
-        diff = [k for k in new if old.get(k) != new[k]]
-        if diff:
+        what = settings_changes(state.get("fingerprint") or {}, new)
+        if what:
             store.close()
-            what = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
             raise UserError(f"{directory} was judged with other settings ({what}); use --force "
                             "to continue anyway, or sample into a new directory")
     sessions = list((state or {}).get("sessions", []))

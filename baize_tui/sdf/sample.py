@@ -27,6 +27,7 @@ from typing import Any
 from baize_tui.errors import UserError
 from baize_tui.prompt import STOP_STRINGS, cut_reply, render
 from baize_tui.sdf.store import CandidateStore
+from baize_tui.selfchat.run import settings_changes
 from baize_tui.selfchat.runner import Event, RunStats, redact_url
 from baize_tui.selfchat.seeds import Seed
 
@@ -107,12 +108,10 @@ def open_sample(out: Path | str, config: SampleConfig, prompts: list[Seed], *,
     state = store.read_state()
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if state is not None and not force:
-        old = (state.get("config") or {}).get("fingerprint") or {}
-        new = config.fingerprint()
-        diff = [k for k in new if old.get(k) != new[k]]
-        if diff:
+        what = settings_changes((state.get("config") or {}).get("fingerprint") or {},
+                                config.fingerprint())
+        if what:
             store.close()
-            what = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
             raise UserError(f"{store.dir} was sampled with other settings ({what}); use a new "
                             "--out, or --force to continue anyway")
     sessions = list((state or {}).get("sessions", []))

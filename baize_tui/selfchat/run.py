@@ -61,6 +61,11 @@ def price_for(model: str, config: dict[str, Any]) -> tuple[float, float] | None:
     return resolve_price(model, table if isinstance(table, dict) else {})
 
 
+def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """How ``new`` settings differ from the ``old`` ones a directory was made with
+    (``"key old -> new, …"``), or ``""`` when no setting changed."""
+    return ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
+
 def open_run(out: Path | str, config: RunConfig, seeds: list[Seed], *,
              seeds_info: dict[str, Any] | None = None, force: bool = False) -> RunStore:
     """Open (or create) the run directory and save ``state.json``.
@@ -72,12 +77,10 @@ def open_run(out: Path | str, config: RunConfig, seeds: list[Seed], *,
     state = store.read_state()
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if state is not None and not force:
-        old = (state.get("config") or {}).get("fingerprint") or {}
-        new = config.fingerprint()
-        diff = [k for k in new if old.get(k) != new[k]]
-        if diff:
+        what = settings_changes((state.get("config") or {}).get("fingerprint") or {},
+                                config.fingerprint())
+        if what:
             store.close()
-            what = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
             raise UserError(f"{store.dir} was started with other settings ({what}); use a new "
                             "--out, or --force to continue anyway")
     sessions = list((state or {}).get("sessions", []))
