@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ui_helpers import ScriptedEngine, settled, wait_until
+from ui_helpers import ScriptedEngine, ready, scripted_app, send, settled, wait_until
 
 from baize_tui.config import load_config, set_value
 from baize_tui.history import HistoryStore
@@ -38,29 +38,6 @@ def gguf_config(tiny_gguf: Path, baize_home: Path) -> Path:
     set_value("chat.max_new_tokens", 24)
     set_value("chat.temperature", 0.8)
     return tiny_gguf
-
-
-def scripted_app(engine: ScriptedEngine, **kwargs: object) -> BaizeApp:
-    """An app whose model is the scripted engine."""
-    return BaizeApp(model="scripted", engine_factory=lambda spec, config, n_ctx: engine,
-                    **kwargs)  # type: ignore[arg-type]
-
-
-async def ready(pilot, app: BaizeApp) -> ChatScreen:  # type: ignore[no-untyped-def]
-    await wait_until(pilot, lambda: app.model_state == "ready", what="model loaded")
-    screen = app.screen
-    assert isinstance(screen, ChatScreen)
-    return screen
-
-
-async def send(pilot, screen: ChatScreen, text: str) -> None:  # type: ignore[no-untyped-def]
-    """Type ``text`` in the prompt box, press Enter and wait for the whole reply."""
-    before = screen.last_turn
-    screen.prompt_box.focus()
-    screen.prompt_box.text = text
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: screen.last_turn is not before and not screen.busy,
-                     what="the reply")
 
 
 def views(screen: ChatScreen) -> list[MessageView]:

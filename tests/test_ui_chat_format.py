@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_ui import SIZE, ready, send, views
+from test_ui import SIZE, views
 from textual.widgets import Select
-from ui_helpers import wait_until
+from ui_helpers import ready, send, wait_until
 
 from baize_tui.config import set_value
 from baize_tui.prompt import BAIZE_SYSTEM_PROMPT

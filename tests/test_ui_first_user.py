@@ -15,7 +15,7 @@ from pathlib import Path
 from textual import events
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, ListView, ProgressBar, Static, TextArea
-from ui_helpers import ScriptedEngine, wait_until
+from ui_helpers import ScriptedEngine, ready, scripted_app, send, wait_until
 
 from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
@@ -29,28 +29,6 @@ from baize_tui.ui.train_screen import TrainScreen
 from baize_tui.ui.widgets import MessageView
 
 SMALL = (80, 24)
-
-
-def scripted_app(engine: ScriptedEngine, **kwargs: object) -> BaizeApp:
-    """An app whose model is the scripted engine."""
-    return BaizeApp(model="scripted", engine_factory=lambda spec, config, n_ctx: engine,
-                    **kwargs)  # type: ignore[arg-type]
-
-
-async def ready(pilot, app: BaizeApp) -> ChatScreen:  # type: ignore[no-untyped-def]
-    await wait_until(pilot, lambda: app.model_state == "ready", what="model loaded")
-    screen = app.screen
-    assert isinstance(screen, ChatScreen)
-    return screen
-
-
-async def send(pilot, screen: ChatScreen, text: str) -> None:  # type: ignore[no-untyped-def]
-    before = screen.last_turn
-    screen.prompt_box.focus()
-    screen.prompt_box.text = text
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: screen.last_turn is not before and not screen.busy,
-                     what="the reply")
 
 
 def on_screen(widget: Widget, size: tuple[int, int] = SMALL) -> bool:

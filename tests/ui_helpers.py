@@ -7,9 +7,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baize_tui.engines.base import Generation, SamplingParams, TurnStats
+
+if TYPE_CHECKING:  # the chat tests use this module too; they need not import Textual
+    from baize_tui.ui.app import BaizeApp
+    from baize_tui.ui.chat_screen import ChatScreen
 
 
 class ScriptedEngine:
@@ -96,3 +100,31 @@ async def settled(pilot: Any, timeout: float = 20.0) -> None:
             raise AssertionError("timed out waiting for the screen to settle")
         await pilot.pause()  # messages handled, then the pending frame drawn
         quiet = 0 if _screen_pending(pilot) else quiet + 1
+
+
+def scripted_app(engine: ScriptedEngine, **kwargs: object) -> BaizeApp:
+    """An app whose model is the scripted engine."""
+    from baize_tui.ui.app import BaizeApp
+
+    return BaizeApp(model="scripted", engine_factory=lambda spec, config, n_ctx: engine,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+async def ready(pilot: Any, app: BaizeApp) -> ChatScreen:
+    """Wait for the model to load; the chat screen it is shown on."""
+    from baize_tui.ui.chat_screen import ChatScreen
+
+    await wait_until(pilot, lambda: app.model_state == "ready", what="model loaded")
+    screen = app.screen
+    assert isinstance(screen, ChatScreen)
+    return screen
+
+
+async def send(pilot: Any, screen: ChatScreen, text: str) -> None:
+    """Type ``text`` in the prompt box, press Enter and wait for the whole reply."""
+    before = screen.last_turn
+    screen.prompt_box.focus()
+    screen.prompt_box.text = text
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: screen.last_turn is not before and not screen.busy,
+                     what="the reply")
