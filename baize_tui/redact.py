@@ -7,6 +7,10 @@
 * :class:`RedactingFilter` applies :func:`redact_text` to every log record that reaches a
   handler, third-party ones (httpx's ``HTTP Request: POST http://user:KEY@…``) included.
 * :func:`scrub` walks JSON-like data (what a run writes) and redacts every string in it.
+* :func:`scrub_secrets` replaces only the registered secrets (what the history store applies
+  to every text it writes: stored chat text is otherwise kept exactly as typed), and
+  :class:`SecretStream` does that to text printed piece by piece, holding back a piece's end
+  while it could still be the start of a secret.
 """
 
 from __future__ import annotations
@@ -75,6 +79,69 @@ def redact_text(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def _registered() -> list[str]:
+    with _lock:
+        return sorted(_secrets, key=len, reverse=True)
+
+
+def _secret_prefix_at_end(text: str, secrets: list[str]) -> int:
+    """Length of the longest end of ``text`` that starts some secret (but is not all of it)."""
+    longest = 0
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, len(text)), longest, -1):
+            if text.endswith(secret[:size]):
+                longest = size
+                break
+    return longest
+
+
+def scrub_secrets(text: str, *, partial: bool = False) -> str:
+    """``text`` with every registered secret replaced by ``***``.
+
+    ``partial``: the text is a reply still streaming, so an end that is the first
+    :data:`MIN_SECRET_CHARS` or more characters of a secret is masked too (the rest of the
+    key has not arrived yet, and a kill now must not leave its first half on disk).
+    """
+    if not text:
+        return text
+    secrets = _registered()
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if partial and secrets:
+        cut = _secret_prefix_at_end(text, secrets)
+        if cut >= MIN_SECRET_CHARS:
+            text = text[:-cut] + MASK
+    return text
+
+
+class SecretStream:
+    """Scrubs registered secrets from text written piece by piece (a streamed reply).
+
+    :meth:`feed` returns what is safe to show now; an end that could still grow into a
+    secret waits for the next piece, and :meth:`flush` returns what is left at the end.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, piece: str) -> str:
+        """The scrubbed text that can be shown now, given one more ``piece``."""
+        secrets = _registered()
+        if not secrets:
+            text, self._pending = self._pending + piece, ""
+            return text
+        text = scrub_secrets(self._pending + piece)
+        hold = _secret_prefix_at_end(text, secrets)
+        self._pending = text[len(text) - hold:] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        """Whatever was held back (a secret's start that never completed is shown as is)."""
+        text, self._pending = self._pending, ""
+        return text
 
 
 def scrub(value: Any) -> Any:

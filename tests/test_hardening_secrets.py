@@ -13,11 +13,13 @@ from openai_server import OpenAITestServer
 
 from baize_tui.redact import (
     RedactingFilter,
+    SecretStream,
     forget_secrets,
     redact_text,
     redact_url,
     register_secret,
     scrub,
+    scrub_secrets,
 )
 
 KEY = "sk-test-Zq8uniqueSECRET42"
@@ -100,3 +102,87 @@ def test_an_echoed_key_never_reaches_the_run_files_or_exports(baize_home: Path,
     for path in written:
         assert KEY not in path.read_text(), path
     assert KEY not in log_text(baize_home) + run.stdout + run.stderr
+
+
+def test_scrub_secrets_masks_registered_keys_and_a_half_streamed_one() -> None:
+    register_secret(KEY)
+    assert scrub_secrets(f"a {KEY} b {KEY}") == "a *** b ***"
+    assert scrub_secrets("see https://h/v1?token=abc") == "see https://h/v1?token=abc"  # as typed
+    half = f"you sent Bearer {KEY[:10]}"
+    assert scrub_secrets(half) == half  # a finished text that merely starts like a key
+    assert KEY[:10] not in scrub_secrets(half, partial=True)
+    assert scrub_secrets(f"ends with {KEY[:3]}", partial=True).endswith(KEY[:3])  # too short
+
+
+def test_secret_stream_never_prints_a_key_split_across_pieces() -> None:
+    register_secret(KEY)
+    text = f"You sent Bearer {KEY} to me, and {KEY[:8]} is not all of it."
+    for size in (1, 3, 7, len(text)):
+        stream = SecretStream()
+        shown = "".join(stream.feed(text[i:i + size]) for i in range(0, len(text), size))
+        shown += stream.flush()
+        assert KEY not in shown
+        assert shown == f"You sent Bearer *** to me, and {KEY[:8]} is not all of it."
+
+
+def history_bytes(home: Path) -> bytes:
+    """Every byte of the history database, its WAL and journal included."""
+    return b"".join(p.read_bytes() for p in (home / "data").glob("history.sqlite3*"))
+
+
+def echo_header_reply(server: OpenAITestServer):  # noqa: ANN201 - a reply callable
+    def reply(body: dict) -> str:
+        auth = {k.lower(): v for k, v in server.requests[-1].headers.items()}["authorization"]
+        return f"Your header was {auth!r}; your key is {auth.split()[-1]}."
+    return reply
+
+
+@pytest.mark.parametrize("source", ["env", "config"])
+def test_ask_with_a_server_echoing_the_key_keeps_it_out_of_history_exports_logs(
+        baize_home: Path, tmp_path: Path, source: str) -> None:
+    from baize_tui.config import set_value
+
+    with OpenAITestServer(chunk_size=5) as server:
+        server.set_reply(echo_header_reply(server))
+        env = {"OPENAI_API_KEY": KEY} if source == "env" else {"OPENAI_API_KEY": ""}
+        if source == "config":
+            set_value("openai.api_key", KEY)
+        out = tui("ask", "-m", "openai:m", "--base-url", server.base_url, "-v", "hi", env=env)
+        assert any(KEY in str(r.headers) for r in server.requests)  # the key was sent
+    assert out.returncode == 0, out.stderr
+    assert "Your header was" in out.stdout and "***" in out.stdout
+    assert KEY not in out.stdout + out.stderr
+    db = history_bytes(baize_home)
+    assert b"Your header was" in db and KEY.encode() not in db
+    export = tmp_path / "chat.json"
+    assert tui("history", "export", "1", "-o", str(export)).returncode == 0
+    shown = tui("history", "show", "1")
+    assert "Your header was" in export.read_text() + shown.stdout
+    assert KEY not in export.read_text() + shown.stdout + log_text(baize_home)
+
+
+def test_the_app_chatting_through_an_endpoint_stores_no_echoed_key(baize_home: Path) -> None:
+    import asyncio
+
+    from ui_helpers import ready, send
+
+    from baize_tui.history import HistoryStore
+    from baize_tui.ui.app import BaizeApp
+
+    async def chat(server: OpenAITestServer) -> None:
+        config = {"model": {"default": "openai:m"},
+                  "openai": {"base_url": server.base_url, "api_key": KEY}}
+        history = HistoryStore()
+        app = BaizeApp(model="openai:m", config=config, history=history)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = await ready(pilot, app)
+            await send(pilot, screen, "what did I send?")
+        history.close()
+
+    with OpenAITestServer(chunk_size=4) as server:
+        server.set_reply(echo_header_reply(server))
+        asyncio.run(chat(server))
+        assert any(KEY in str(r.headers) for r in server.requests)
+    db = history_bytes(baize_home)
+    assert b"Your header was" in db and KEY.encode() not in db
+    assert KEY not in log_text(baize_home)

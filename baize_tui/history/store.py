@@ -53,6 +53,7 @@ from baize_tui.history.records import (
 )
 from baize_tui.history_guard import check_integrity, db_fault, is_store_fault
 from baize_tui.paths import get_paths
+from baize_tui.redact import scrub_secrets
 
 # --------------------------------------------------------------------------- the store
 
@@ -208,6 +209,8 @@ class HistoryStore(ImportExport):
         """Start an empty conversation; returns its id. Without ``title``, the first user
         message names it."""
         now = time.time()
+        system_prompt = scrub_secrets(system_prompt)
+        title = scrub_secrets(title) if title else title
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO conversations (title, system_prompt, model, params_json, created_at,"
@@ -232,7 +235,7 @@ class HistoryStore(ImportExport):
         """Change per-chat settings (what is ``None`` stays as it is)."""
         sets: dict[str, Any] = {}
         if system_prompt is not None:
-            sets["system_prompt"] = system_prompt
+            sets["system_prompt"] = scrub_secrets(system_prompt)
         if model is not None:
             sets["model"] = model
         if params is not None:
@@ -248,7 +251,7 @@ class HistoryStore(ImportExport):
 
     def rename(self, conversation_id: int, title: str) -> None:
         """Set a conversation's title (whitespace collapsed to one line)."""
-        title = " ".join(title.split())
+        title = scrub_secrets(" ".join(title.split()))
         if not title:
             raise UserError(f"conversation {conversation_id}: the title must not be empty")
         with self._write() as db:
@@ -336,6 +339,7 @@ class HistoryStore(ImportExport):
         """
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        text = scrub_secrets(text, partial=not complete)  # a key a server echoed never lands
         now = time.time()
         with self._write() as db:
             self._require_conversation(db, conversation_id)
@@ -379,6 +383,8 @@ class HistoryStore(ImportExport):
             raise ValueError(
                 f"finish_reason must be one of {', '.join(FINISH_REASONS)}, not {finish_reason!r}"
             )
+        if text is not None:  # a key a server echoed (or its first half, mid-stream) never lands
+            text = scrub_secrets(text, partial=complete is not True)
         sets: dict[str, Any] = {
             key: value
             for key, value in (
