@@ -39,8 +39,10 @@ def run_reporting_errors(prog: str, action: Callable[[], int | None], *,
         return code
     except UserError as exc:
         from baize_tui.redact import redact_text
+        from baize_tui.termtext import term_safe
 
-        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)  # no key in a message
+        # no key in a message, and a quoted value never drives the terminal
+        print(f"{prog}: error: {term_safe(redact_text(str(exc)))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         from baize_tui.faults import Terminated, report_fault

@@ -5,11 +5,17 @@ Prompts, replies and titles are data. Printed raw, ``ESC ]0;…BEL`` retitles th
 replaces every C0 control (except newline and tab), DEL, every C1 control and the Unicode
 bidirectional overrides with a visible escape (``\\x1b``, ``\\u202e``), so the text still
 shows what it holds but the terminal never obeys it. Exports to files keep the text intact.
+
+:func:`echo` is how a command prints a line that holds stored or model text (a run's status,
+a dialogue, a server's error message); :func:`rich_safe` does the same for text handed to a
+Rich console, whose ``[…]`` markup would otherwise be obeyed too.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from typing import TextIO
 
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
@@ -31,3 +37,15 @@ def term_safe(text: str, *, keep_newlines: bool = True) -> str:
 def is_terminal_safe(text: str) -> bool:
     """Whether ``text`` holds no control character :func:`term_safe` would escape."""
     return _CONTROL.search(text) is None
+
+
+def echo(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+    """``print(term_safe(text))`` (to stdout unless ``file``)."""
+    print(term_safe(text), file=file if file is not None else sys.stdout, flush=flush)
+
+
+def rich_safe(text: str) -> str:
+    """``text`` made inert for a Rich console: control characters escaped, markup quoted."""
+    from rich.markup import escape
+
+    return escape(term_safe(text))

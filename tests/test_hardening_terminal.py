@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hardening_helpers import tui
+from openai_server import OpenAITestServer
 
 from baize_tui.history import HistoryStore
 from baize_tui.termtext import is_terminal_safe, term_safe
@@ -117,3 +118,102 @@ def test_models_list_escapes_names_from_disk(baize_home: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "evil\\x1b]0;pwned" in out.stdout
     assert_inert(out.stdout)
+
+
+# -- every other command that prints stored or model text -------------------------------------
+EVIL = "\x1b]0;pwned\x07|\x1b[2J|\x1b]52;c;cm0gLXJmIH4=\x07|\x1b]8;;http://e/\x1b\\x\x1b]8;;\x1b\\|n\x00ul"
+ARG = EVIL.replace("\x00", "")  # what a command line can carry (no NUL)
+
+
+def assert_all_inert(out) -> None:  # noqa: ANN001 - a CompletedProcess
+    assert "Traceback" not in out.stderr, out.stderr
+    assert_inert(out.stdout)
+    assert_inert(out.stderr)
+
+
+def test_selfchat_run_status_and_export_print_stored_text_inert(baize_home: Path,
+                                                                 tmp_path: Path) -> None:
+    from openai_server import Error
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("first topic\nsecond topic\n")
+    out_dir = tmp_path / "run"
+    dialogue = f"[Human] hi {EVIL} [AI] hello {EVIL} [Human] thanks [AI] you are welcome"
+    with OpenAITestServer(reply=dialogue) as server:
+        server.push(Error(400, message=f"bad request {EVIL}"))
+        run = tui("selfchat", "run", "--seeds", str(seeds), "--out", str(out_dir), "--model",
+                  f"m{ARG}", "--base-url", server.base_url, "--no-progress",
+                  "--max-retries", "0", env={"OPENAI_API_KEY": "sk-local-test"})
+    assert_all_inert(run)
+    status = tui("selfchat", "status", str(out_dir))
+    assert status.returncode == 0, status.stderr
+    assert "\\x1b]0;pwned" in status.stdout  # the model name, shown as text
+    assert_all_inert(status)
+    export = tmp_path / "export.json"
+    exported = tui("selfchat", "export", str(out_dir), "-o", str(export))
+    assert exported.returncode == 0, exported.stderr
+    assert_all_inert(exported)
+    assert "\x1b]0;pwned\x07" in json.loads(export.read_text())[0]["input"] + export.read_text()
+
+
+def test_train_status_stop_and_list_print_stored_text_inert(baize_home: Path) -> None:
+    from baize_tui.paths import get_paths
+
+    run_dir = get_paths().runs_dir / "evil"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(f'base = "{json.dumps(EVIL)[1:-1]}"\n')
+    (run_dir / "status.json").write_text(json.dumps({"state": "failed", "message": EVIL}))
+    for args in (["status", str(run_dir)], ["stop", str(run_dir)], ["list"]):
+        out = tui("train", *args)
+        assert out.returncode == 0, (args, out.stderr)
+        assert_all_inert(out)
+    assert "\\x1b]0;pwned" in tui("train", "status", str(run_dir)).stdout
+
+
+def test_sdf_judge_status_and_export_print_stored_text_inert(baize_home: Path,
+                                                             tmp_path: Path) -> None:
+    from openai_server import Error
+    from sdf_helpers import scripted_judge, write_candidates
+
+    out_dir = tmp_path / "sdf"
+    recs = write_candidates(out_dir, 3)
+    for rec in recs:
+        rec["model"] = f"m{EVIL}"
+        for candidate in rec["candidates"]:
+            candidate["text"] += EVIL
+    (out_dir / "candidates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with OpenAITestServer(reply=scripted_judge) as server:
+        server.push(Error(500, message=f"oops {EVIL}"), f"Answer 1: {EVIL}")
+        judge = tui("sdf", "judge", str(out_dir), "--judge", f"openai:j{ARG}", "--base-url",
+                    server.base_url, "--no-progress", "--concurrency", "1",
+                    "--max-retries", "1", "--parse-retries", "0",
+                    env={"OPENAI_API_KEY": "sk-local-test"})
+    assert_all_inert(judge)
+    status = tui("sdf", "status", str(out_dir))
+    assert status.returncode == 0, status.stderr
+    assert "\\x1b]0;pwned" in status.stdout
+    assert_all_inert(status)
+    target = tmp_path / f"best{ARG.replace('/', '_')}.jsonl"
+    exported = tui("sdf", "export", str(out_dir), "-o", str(target))
+    assert exported.returncode == 0, exported.stderr
+    assert_all_inert(exported)
+    best = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert best and all(EVIL in r["messages"][-1]["content"] for r in best)  # the file keeps it
+
+
+def test_models_default_rm_and_errors_print_names_inert(baize_home: Path, tmp_path: Path) -> None:
+    from baize_tui.config import set_value
+
+    set_value("model.default", f"evil{ARG}.gguf")
+    out = tui("models", "default")
+    assert "\\x1b]0;pwned" in out.stdout
+    assert_all_inert(out)
+    for args in (["models", "rm", f"evil{ARG}"],
+                 ["selfchat", "status", str(tmp_path / f"no{ARG}")],
+                 ["train", "status", str(tmp_path / f"no{ARG}")],
+                 ["history", "show", "1"]):
+        failed = tui(*args)
+        assert failed.returncode != 0, args
+        assert_all_inert(failed)
+    failed = tui("selfchat", "status", str(tmp_path / "no\x1b]0;pwned\x07"))
+    assert "\\x1b]0;pwned" in failed.stderr

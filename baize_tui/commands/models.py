@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from baize_tui.formatting import human_bytes
-from baize_tui.termtext import term_safe
+from baize_tui.termtext import echo, term_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -155,7 +155,7 @@ def run_pull(args: argparse.Namespace) -> int:
     check_hub_names(args.repo, args.file)
     if args.file is None and find_known(args.repo) is not None:
         plan = models.plan_recipe(args.repo, args.quant)
-        print(plan.describe())
+        echo(plan.describe())
         _confirm(args)
         with _RichProgress() as bars:
             # run_merge draws its own bar after the downloads; stop ours before it starts
@@ -169,9 +169,9 @@ def run_pull(args: argparse.Namespace) -> int:
         with _RichProgress() as bars:
             path = models.pull(args.repo, args.file, quant=args.quant, revision=args.revision,
                                progress=bars, force=args.force)
-    print(f"saved {path}")
-    print(f"chat with it: baize-tui ask --model {shlex.quote(str(path))} 'Hello'  "
-          f"(or make it the default: baize-tui models default {shlex.quote(path.name)})")
+    echo(f"saved {path}")
+    echo(f"chat with it: baize-tui ask --model {shlex.quote(str(path))} 'Hello'  "
+         f"(or make it the default: baize-tui models default {shlex.quote(path.name)})")
     return 0
 
 
@@ -185,7 +185,7 @@ def run_rm(args: argparse.Namespace) -> int:
     note = " (it was the default; none is set now)" if model.is_default else ""
     if target is not None:
         note += f" (a symbolic link; its target {target} was kept)"
-    print(f"removed {model.path}{note}")
+    echo(f"removed {model.path}{note}")
     return 0
 
 
@@ -195,8 +195,8 @@ def run_default(args: argparse.Namespace) -> int:
 
     if args.name is None:
         current = default_model()
-        print(current or "no default model; set one with `baize-tui models default NAME`")
+        echo(current or "no default model; set one with `baize-tui models default NAME`")
         return 0
     model = set_default(args.name)
-    print(f"default model: {model.path}")
+    echo(f"default model: {model.path}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from baize_tui.paths import HOME_ENV, get_paths
+from baize_tui.termtext import echo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
             from baize_tui.errors import UserError
 
             raise UserError(f"unknown location {args.name!r}; choose from {', '.join(locations)}")
-        print(locations[args.name])
+        echo(str(locations[args.name]))
     elif args.json:
         print(json.dumps({k: str(v) for k, v in locations.items()}, indent=2))
     else:
         width = max(map(len, locations))
         for key, value in locations.items():
-            print(f"{key:<{width}}  {value}")
+            echo(f"{key:<{width}}  {value}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 from baize_tui.commands.argtypes import non_negative_int, positive_float, positive_int
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
+from baize_tui.termtext import echo, rich_safe
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
@@ -177,7 +178,7 @@ def _drive(label: str, total: int, no_progress: bool,
     def on_event(event: Any) -> None:
         if event.kind in ("error", "notice") and event.message not in shown:
             shown.add(event.message)
-            progress.console.print(f"[red]{event.kind}:[/] {event.message}")
+            progress.console.print(f"[red]{event.kind}:[/] {rich_safe(event.message)}")
         if "runner" in holder:
             update()
 
@@ -206,16 +207,16 @@ def _drive(label: str, total: int, no_progress: bool,
 def _finish(what: str, stats: Any, fatal: str | None) -> int:
     cost = "" if stats.cost is None else f", ${stats.cost:.4f}"
     reasons = ", ".join(f"{k} {v}" for k, v in stats.reasons.most_common())
-    print(f"{what}: {stats.previously_done + stats.done}/{stats.total} done ({stats.done} new), "
-          f"{stats.failed} failed{' (' + reasons + ')' if reasons else ''}, {stats.retries} "
-          f"retries, {stats.tokens:,} tokens{cost}, {stats.per_minute():.1f}/min")
+    echo(f"{what}: {stats.previously_done + stats.done}/{stats.total} done ({stats.done} new), "
+         f"{stats.failed} failed{' (' + reasons + ')' if reasons else ''}, {stats.retries} "
+         f"retries, {stats.tokens:,} tokens{cost}, {stats.per_minute():.1f}/min")
     if fatal:
         raise OperationFailed(fatal)
     if stats.stop_reason == "interrupted":
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     if stats.stop_reason not in ("finished", ""):
-        print(f"stopped: {stats.stop_reason}", file=sys.stderr)
+        echo(f"stopped: {stats.stop_reason}", file=sys.stderr)
     return 0
 
 
@@ -243,7 +244,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "limit": args.limit}
     store = open_sample(args.out, cfg, prompts, prompts_info=info, force=args.force)
     for warning in store.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        echo(f"warning: {warning}", file=sys.stderr)
     fatal: str | None = None
     try:
         stats, runner = _drive("sample", len(prompts), args.no_progress,
@@ -289,7 +290,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     settings = JudgeSettings(seed=args.seed, parse_retries=args.parse_retries)
     store, items = open_judge(args.dir, run_config, settings, force=args.force)
     for warning in store.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        echo(f"warning: {warning}", file=sys.stderr)
     fatal: str | None = None
     holder: dict[str, Any] = {}
 
@@ -318,8 +319,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         extra.append(f"{result.below_min} below --min-score")
     if result.unmatched:
         extra.append(f"{result.unmatched} verdict(s) without their candidates")
-    print(f"wrote {result.written} prompt(s) with their best reply to {result.path}"
-          + (f" ({', '.join(extra)})" if extra else ""))
+    echo(f"wrote {result.written} prompt(s) with their best reply to {result.path}"
+         + (f" ({', '.join(extra)})" if extra else ""))
     return 0
 
 
@@ -351,5 +352,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     lines.append("all scores:")
     lines += histogram_lines(info["score_histogram"])
     lines += [f"warning: {w}" for w in info["warnings"]]
-    print("\n".join(lines))
+    echo("\n".join(lines))
     return 0

@@ -18,6 +18,7 @@ from baize_tui.commands.selfchat_batch import add_run_options as add_batch_optio
 from baize_tui.commands.selfchat_batch import register_cancel
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
+from baize_tui.termtext import echo, rich_safe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "`selfchat cancel` them first); a live run would pay for them twice")
     store = open_run(args.out, run_config, seeds, seeds_info=seeds_info, force=args.force)
     for warning in store.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {rich_safe(warning)}")
     if args.batch:
         from baize_tui.commands.selfchat_batch import run_batch
 
@@ -171,8 +172,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_event(event: Any) -> None:
         if event.kind in ("error", "notice") and event.message not in shown:
             shown.add(event.message)
-            progress.console.print(f"[red]{event.kind}:[/] {event.message}" if event.kind == "error"
-                                   else f"[yellow]note:[/] {event.message}")
+            message = rich_safe(event.message)
+            progress.console.print(f"[red]{event.kind}:[/] {message}" if event.kind == "error"
+                                   else f"[yellow]note:[/] {message}")
         stats = holder["runner"].stats
         progress.update(task, completed=stats.previously_done + stats.done + stats.failed
                         + stats.rejected, description=_describe(stats))
@@ -231,17 +233,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     cost = "" if stats.cost is None else f", ${stats.cost:.4f}"
     reasons = ", ".join(f"{k} {v}" for k, v in stats.reasons.most_common())
-    print(f"{stats.previously_done + stats.done}/{stats.total} done ({stats.done} new, "
-          f"{stats.previously_done} earlier), {stats.failed} failed, {stats.rejected} rejected"
-          f"{' (' + reasons + ')' if reasons else ''}, {stats.retries} retries, "
-          f"{stats.tokens:,} tokens{cost}, {stats.per_minute():.1f} dialogues/min -> {store.dir}")
+    echo(f"{stats.previously_done + stats.done}/{stats.total} done ({stats.done} new, "
+         f"{stats.previously_done} earlier), {stats.failed} failed, {stats.rejected} rejected"
+         f"{' (' + reasons + ')' if reasons else ''}, {stats.retries} retries, "
+         f"{stats.tokens:,} tokens{cost}, {stats.per_minute():.1f} dialogues/min -> {store.dir}")
     if fatal:
         raise OperationFailed(fatal)
     if interrupted or stats.stop_reason in ("interrupted", "cancelled"):
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     if stats.stop_reason not in ("finished", ""):
-        print(f"stopped: {stats.stop_reason}", file=sys.stderr)
+        echo(f"stopped: {stats.stop_reason}", file=sys.stderr)
     from baize_tui.selfchat.outcome import run_outcome
 
     return run_outcome(stats, store.dir)
@@ -276,7 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from baize_tui.commands.selfchat_batch import batch_status_lines
 
         lines += batch_status_lines(info["batch"])
-    print("\n".join(lines))
+    echo("\n".join(lines))
     return 0
 
 
@@ -285,8 +287,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from baize_tui.selfchat.export import export_run
 
     result = export_run(args.dir, args.format, args.output, keep_last_turn=args.keep_last_turn)
-    print(f"wrote {result.written} dialogue(s) to {result.path}"
-          + (f" ({result.skipped} without a kept turn)" if result.skipped else ""))
+    echo(f"wrote {result.written} dialogue(s) to {result.path}"
+         + (f" ({result.skipped} without a kept turn)" if result.skipped else ""))
     for warning in result.warnings:
-        print(f"baize-tui: warning: {warning} (left out of the export)", file=sys.stderr)
+        echo(f"baize-tui: warning: {warning} (left out of the export)", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from baize_tui.commands.argtypes import positive_float, positive_int
 from baize_tui.errors import OperationFailed
+from baize_tui.termtext import echo
 
 
 def add_run_options(run_parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     state = RunStore(args.dir, create=False, readonly=True).read_state() or {}
     base_url = resolve_base_url(args.base_url or (state.get("config") or {}).get("base_url"), config)
     lines = cancel_jobs(args.dir, base_url=base_url, api_key=resolve_api_key(base_url, config))
-    print("\n".join(lines) if lines else "no open batch jobs")
+    echo("\n".join(lines) if lines else "no open batch jobs")
     return 0
 
 
@@ -72,7 +73,7 @@ def run_batch(args: argparse.Namespace, run_config: Any, seeds: list[Any], store
 
     def on_event(event: Any) -> None:
         if event.kind in ("batch", "notice", "error", "stop"):
-            print(f"{event.kind}: {event.message}", file=sys.stderr, flush=True)
+            echo(f"{event.kind}: {event.message}", file=sys.stderr, flush=True)
 
     try:
         runner = BatchRunner(run_config, seeds, store, api_key=api_key, options=options,
@@ -96,17 +97,17 @@ def run_batch(args: argparse.Namespace, run_config: Any, seeds: list[Any], store
     finally:
         store.close()
     cost = "" if stats.cost is None else f", ${stats.cost:.4f} at the batch price"
-    print(f"{stats.previously_done + stats.done}/{stats.total} done ({stats.done} new), "
-          f"{stats.failed} failed, {stats.rejected} rejected, {stats.live} in progress; "
-          f"{stats.jobs} job(s) / {stats.requests:,} requests submitted this session; "
-          f"{stats.tokens_in + stats.tokens_out:,} tokens{cost} -> {store.dir}")
+    echo(f"{stats.previously_done + stats.done}/{stats.total} done ({stats.done} new), "
+         f"{stats.failed} failed, {stats.rejected} rejected, {stats.live} in progress; "
+         f"{stats.jobs} job(s) / {stats.requests:,} requests submitted this session; "
+         f"{stats.tokens_in + stats.tokens_out:,} tokens{cost} -> {store.dir}")
     if stats.stop_reason == "interrupted":
         return 130
     if stats.stop_reason == "detached":
         print("jobs are running at the provider; re-run the same command to collect them",
               file=sys.stderr)
     elif stats.stop_reason not in ("finished", ""):
-        print(f"stopped: {stats.stop_reason}", file=sys.stderr)
+        echo(f"stopped: {stats.stop_reason}", file=sys.stderr)
     return 0
 
 

@@ -22,6 +22,7 @@ from baize_tui.commands.argtypes import (
 )
 from baize_tui.errors import UserError
 from baize_tui.formatting import fmt_eta
+from baize_tui.termtext import echo, term_safe
 
 # Flag -> TrainConfig field, for flags that map one to one.
 _FLAG_FIELDS = {
@@ -239,11 +240,11 @@ def follow(directory: str) -> int:
         with progress:
             status = wait_run(directory, poll=0.5, on_update=on_update)
     except KeyboardInterrupt:
-        print(f"no longer following; the run goes on. Stop it with: baize-tui train stop "
-              f"{Run(Path(directory)).dir}", file=sys.stderr)
+        echo(f"no longer following; the run goes on. Stop it with: baize-tui train stop "
+             f"{Run(Path(directory)).dir}", file=sys.stderr)
         return 130
     state = status.get("state", "?")
-    print(f"{state}: {status.get('message', '')}")
+    echo(f"{state}: {status.get('message', '')}")
     return EXIT_CODES.get(state, 1)
 
 
@@ -260,10 +261,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = start_run(config, args.out, force=args.force)
     info = run.info()
     via = f" via accelerate on {info.get('num_gpus')} GPUs" if info.get("launcher") == "accelerate" else ""
-    print(f"started {run.dir} (pid {info.get('pid')}{via}); log: {run.log_file}")
+    echo(f"started {run.dir} (pid {info.get('pid')}{via}); log: {run.log_file}")
     if args.wait:
         return follow(str(run.dir))
-    print(f"follow it with: baize-tui train status {run.dir}")
+    echo(f"follow it with: baize-tui train status {run.dir}")
     return 0
 
 
@@ -291,7 +292,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"checkpoint {info['checkpoint'] or '-'}",
         f"adapter    {info['adapter'] or '-'}",
     ]
-    print("\n".join(lines))
+    echo("\n".join(lines))
     return 0
 
 
@@ -302,7 +303,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     run = Run.open(args.dir)
     if not run.alive():
         status = run.status()
-        print(f"not running ({status.get('state')}): {status.get('message', '')}")
+        echo(f"not running ({status.get('state')}): {status.get('message', '')}")
         return 0
     if not args.kill:
         where = f"after step {args.at_step}" if args.at_step else "at the next step"
@@ -310,7 +311,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
               file=sys.stderr)
     status = stop_run(args.dir, timeout=args.timeout, kill=args.kill, at_step=args.at_step,
                       on_escalate=lambda msg: print(msg, file=sys.stderr))
-    print(f"{status.get('state')}: {status.get('message', '')}")
+    echo(f"{status.get('state')}: {status.get('message', '')}")
     return 0
 
 
@@ -320,8 +321,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     run = resume_run(args.dir, force=args.force)
     ckpt = run.last_checkpoint()
-    print(f"resumed {run.dir} from {ckpt.name if ckpt else 'the start (no checkpoint yet)'} "
-          f"(pid {run.info().get('pid')})")
+    echo(f"resumed {run.dir} from {ckpt.name if ckpt else 'the start (no checkpoint yet)'} "
+         f"(pid {run.info().get('pid')})")
     if args.wait:
         return follow(str(run.dir))
     return 0
@@ -341,7 +342,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in summaries:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["started"])) if s["started"] else "-"
         step = f"{s['step']}/{s['max_steps']}" if s["max_steps"] else str(s["step"])
-        print(f"{s['state']:<10} {step:>11}  loss {_fmt(s['loss']):>7}  {started}  {s['dir']}")
+        echo(f"{s['state']:<10} {step:>11}  loss {_fmt(s['loss']):>7}  {started}  {s['dir']}")
     return 0
 
 
@@ -372,9 +373,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
         enc = pv.encoded
         cut = (f", cut to {enc.kept_turns} of {enc.n_turns} turns" if enc.kept_turns < enc.n_turns
                else "") + (", cut mid-turn at the cutoff" if enc.hard_cut else "")
-        header = (f"── {pv.source}: {pv.n_tokens} tokens, {enc.n_trained} trained "
+        header = term_safe(f"── {pv.source}: {pv.n_tokens} tokens, {enc.n_trained} trained "
                   f"(--loss {config.loss}, --template {config.template}, cutoff "
-                  f"{config.cutoff_len}{cut})")
+                  f"{config.cutoff_len}{cut})", keep_newlines=False)
         if enc.n_trained == 0:
             header += " - nothing trained: training drops this dialogue; raise --cutoff-len"
         if plain:
@@ -386,13 +387,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
                 out.append(piece)
             if inside:
                 out.append("⟧")
-            print(header)
-            print("".join(out))
+            echo(header)
+            echo("".join(out))
             print()
             continue
         text = Text()
         n = 0
         for piece, trained in pv.pieces:
+            piece = term_safe(piece)  # dialogue text is data, not terminal commands
             if trained:
                 text.append(piece, style="bold black on green" if n % 2 == 0
                             else "bold black on bright_green")
