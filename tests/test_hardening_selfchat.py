@@ -113,3 +113,42 @@ def test_export_warns_about_damaged_raw_lines(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "raw.jsonl:2" in result.stderr and "warning" in result.stderr
     assert len(json.loads((tmp_path / "out.json").read_text())) == 2
+
+
+def batch_run(server, tmp_path: Path, n: int, *extra: str):  # noqa: ANN001, ANN201
+    out = tmp_path / "batch-run"
+    result = tui("selfchat", "run", "--batch", "--seeds", str(seeds(tmp_path, n)), "--out",
+                 str(out), "--model", "m", "--base-url", server.base_url, "--poll", "0.01",
+                 "--batch-attempts", "1", "--no-progress", *extra,
+                 env={"OPENAI_API_KEY": "sk-local-batch-test"})
+    return result, out
+
+
+@pytest.mark.parametrize("action", [
+    Error(500, "boom"),
+    Malformed(),
+    "",
+    "Hello there!\nHuman\nthen what?",
+])
+def test_a_batch_run_that_completes_nothing_exits_non_zero(tmp_path: Path,
+                                                           action: object) -> None:
+    from batch_server import BatchTestServer
+
+    with BatchTestServer(lambda body: action) as server:
+        result, out = batch_run(server, tmp_path, 3)
+    line = one_error(result, 1, "no dialogue completed", str(out / "failed.jsonl"))
+    assert "3 attempt(s)" in line and "most common" in line
+    assert (out / "failed.jsonl").read_text().count("\n") == 3
+
+
+def test_a_batch_run_with_some_failures_exits_zero_and_says_where(tmp_path: Path) -> None:
+    from batch_server import BatchTestServer
+
+    good = "[Human] Hi there [AI] Hello, glad to help. [Human] bye"
+    with BatchTestServer(lambda body: Error(500, "boom") if "number 1" in json.dumps(body)
+                         else good) as server:
+        result, out = batch_run(server, tmp_path, 3)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "1 dialogue(s) failed or were rejected" in result.stderr
+    assert str(out / "failed.jsonl") in result.stderr

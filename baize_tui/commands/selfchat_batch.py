@@ -106,9 +106,12 @@ def run_batch(args: argparse.Namespace, run_config: Any, seeds: list[Any], store
     if stats.stop_reason == "detached":
         print("jobs are running at the provider; re-run the same command to collect them",
               file=sys.stderr)
-    elif stats.stop_reason not in ("finished", ""):
+        return 0  # nothing is decided yet: the jobs are still running
+    if stats.stop_reason not in ("finished", ""):
         echo(f"stopped: {stats.stop_reason}", file=sys.stderr)
-    return 0
+    from baize_tui.selfchat.outcome import run_outcome
+
+    return run_outcome(stats, store.dir)  # like a live run: completing nothing is a failure
 
 
 def batch_status_lines(info: dict[str, Any]) -> list[str]:
