@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,21 @@ def damaged_message(path: Path, detail: str) -> str:
     )
 
 
+def open_reason(path: Path) -> str:
+    """Why a database at ``path`` cannot be opened, as far as the file system tells."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        return f"its folder {folder} is missing"
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "the file system is read-only; make it writable to use the history"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        return "no permission to write it or its folder"
+    return "no permission, or its folder is missing or read-only"
+
+
 def db_fault(path: Path, exc: BaseException) -> OperationFailed:
     """The :class:`OperationFailed` to raise for an sqlite3 error ``exc`` on ``path``."""
     text = str(exc)
@@ -54,8 +70,7 @@ def db_fault(path: Path, exc: BaseException) -> OperationFailed:
         return OperationFailed(f"{path}: the history database is read-only (the file or its "
                                "file system); make it writable to save conversations")
     if "unable to open" in low or "permission" in low or "access" in low:
-        return OperationFailed(f"{path}: cannot open the history database (no permission, or "
-                               "its folder is missing or read-only)")
+        return OperationFailed(f"{path}: cannot open the history database ({open_reason(path)})")
     if "locked" in low or "busy" in low:
         return OperationFailed(f"{path}: the history database is busy (another process holds "
                                "a lock); try again")

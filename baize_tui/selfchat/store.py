@@ -142,7 +142,10 @@ class RunStore:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise OperationFailed(f"{self.dir}: cannot create ({exc.strerror})") from None
+                from baize_tui.safe_write import describe_os_error
+
+                raise OperationFailed(describe_os_error(self.dir, exc, "cannot create the run "
+                                                        "directory")) from None
         elif not self.dir.is_dir():
             raise UserError(f"{self.dir}: no such run directory")
         self._lock_fd: int | None = None
