@@ -24,15 +24,12 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9.
 
 def ensure_regular_file(path: Path, what: str = "model file") -> None:
     """Raise :class:`UserError` when ``path`` (links followed) exists but is not a regular file."""
-    from baize_tui.safe_write import file_kind
+    from baize_tui.safe_write import ensure_regular_input, file_kind
 
-    try:
-        resolved = Path(path).resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        raise UserError(f"{path}: cannot resolve the {what} (a symbolic link loop?)") from None
-    kind = file_kind(resolved)
-    if kind is not None:
-        raise UserError(f"{path}: is {kind}, not a regular file; give the path of a .gguf file")
+    ensure_regular_input(path, what, "give the path of a .gguf file")
+    if file_kind(Path(path).resolve()) == "a directory":
+        raise UserError(f"{path}: is a directory, not a regular file; give the path of a .gguf "
+                        "file")
 
 
 def model_problem(header: dict[str, Any]) -> str | None:

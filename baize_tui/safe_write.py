@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from baize_tui.errors import OperationFailed
+from baize_tui.errors import OperationFailed, UserError
 
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link"),
@@ -40,6 +40,18 @@ def file_kind(path: Path) -> str | None:
         if test(mode):
             return name
     return None
+
+
+def ensure_regular_input(path: Path | str, what: str, hint: str) -> None:
+    """Raise :class:`UserError` when an input ``path`` (links followed) exists but is not a
+    regular file: reading a FIFO nobody writes to, or a device, would hang or never end."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise UserError(f"{path}: cannot resolve the {what} (a symbolic link loop?)") from None
+    kind = file_kind(resolved)
+    if kind is not None and kind != "a directory":
+        raise UserError(f"{path}: is {kind}, not a regular file; {hint}")
 
 
 def describe_os_error(path: Path | str, exc: OSError, action: str = "cannot write") -> str:

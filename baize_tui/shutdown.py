@@ -11,19 +11,50 @@ CLI then exits with 128 + the signal number.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import CodeType, FrameType
+from typing import Any
 
 from baize_tui.faults import Terminated
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
+#: code objects of Python functions that C calls back into (llama.cpp's log callback): an
+#: exception raised inside one is printed and dropped by ctypes, so the kill would be lost
+_FOREIGN_CALLBACKS: set[CodeType] = set()
+REDELIVER_S = 0.05
+
+
+def register_foreign_callback(func: Callable[..., Any]) -> None:
+    """Mark ``func`` as called from C: a signal that lands inside it is delivered again a
+    moment later, once the C code has returned to Python, instead of being swallowed."""
+    _FOREIGN_CALLBACKS.add(func.__code__)
+
+
+def _inside_foreign_callback(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code in _FOREIGN_CALLBACKS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver_later(signum: int) -> None:
+    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+
+
 def _flush_then_raise(signum: int, frame: FrameType | None) -> None:
     from baize_tui.stream_saver import flush_all
 
+    if _inside_foreign_callback(frame):  # raising here would be swallowed by ctypes
+        _redeliver_later(signum)
+        return
     flush_all(timeout=2.0)
     raise Terminated(signum)
 

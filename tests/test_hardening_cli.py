@@ -110,3 +110,89 @@ def test_sigterm_during_a_selfchat_run_saves_and_exits_143(tmp_path: Path) -> No
     assert proc.returncode in (130, 143), err
     done = raw.read_text().count("\n")
     assert 2 <= done < 50  # kept what was finished; re-running resumes
+
+
+def test_sigterm_inside_a_c_callback_is_delivered_again_not_lost() -> None:
+    """llama.cpp logs through a ctypes callback while a model loads; an exception raised in
+    one is printed and dropped by ctypes, so a SIGTERM landing there used to be lost (the
+    command went on and exited 0). Now it is delivered again once C has returned."""
+    import ctypes
+    import time
+
+    from baize_tui.faults import Terminated
+    from baize_tui.shutdown import register_foreign_callback, termination_handlers
+
+    calls = []
+
+    def on_call() -> None:
+        signal.raise_signal(signal.SIGTERM)  # the handler runs before this function returns
+        calls.append(sum(range(1000)))
+
+    register_foreign_callback(on_call)
+    thunk = ctypes.CFUNCTYPE(None)(on_call)
+    with termination_handlers(), pytest.raises(Terminated):
+        thunk()  # through ctypes, like llama.cpp calling its log callback
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the re-delivered signal raises in here
+            time.sleep(0.01)
+    assert calls == [499500]  # the callback itself ran to its end
+
+
+# -- the round-2 fault campaign's finds ----------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["history", "show", "99999999999999999999999"],
+    ["history", "export", "99999999999999999999999"],
+    ["history", "list", "--limit", "99999999999999999999999"],
+    ["history", "rename", "-5", "x"],
+])
+def test_out_of_range_ids_are_a_usage_error(baize_home: Path, args: list[str]) -> None:
+    from hardening_helpers import tui
+
+    out = tui(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "error: argument" in out.stderr
+
+
+@pytest.mark.parametrize("make", ["fifo", "device"])
+@pytest.mark.parametrize("command", ["selfchat", "sdf", "train-data", "train-config",
+                                     "train-preview"])
+def test_an_input_that_is_a_fifo_or_device_is_refused_not_read_forever(
+        baize_home: Path, tmp_path: Path, make: str, command: str) -> None:
+    import os
+
+    from hardening_helpers import one_error, tui
+
+    if make == "fifo":
+        path = tmp_path / "input.txt"
+        os.mkfifo(path)  # nobody ever writes to it: reading it would block forever
+    else:
+        path = Path("/dev/zero")  # reading it never ends
+    url = "http://127.0.0.1:9/v1"
+    args = {
+        "selfchat": ["selfchat", "run", "--seeds", str(path), "--out", str(tmp_path / "o"),
+                     "--model", "m", "--base-url", url],
+        "sdf": ["sdf", "sample", "--prompts", str(path), "--out", str(tmp_path / "s"),
+                "--model", "openai:m", "--base-url", url],
+        "train-data": ["train", "run", "--base", str(tmp_path), "--data", str(path), "--out",
+                       str(tmp_path / "t")],
+        "train-config": ["train", "run", "--config", str(path), "--out", str(tmp_path / "t")],
+        "train-preview": ["train", "preview", "--base", str(tmp_path), "--data", str(path)],
+    }[command]
+    out = tui(*args, timeout=60, env={"OPENAI_API_KEY": "sk-local-test"})
+    one_error(out, 2, str(path), "not a regular file")
+    if make == "fifo":
+        assert path.is_fifo()
+
+
+@pytest.mark.parametrize("flag", [["--temperature", "1e999"], ["--temperature", "nan"],
+                                  ["--repeat-penalty", "inf"]])
+def test_non_finite_sampling_values_are_refused_before_any_request(baize_home: Path,
+                                                                   flag: list[str]) -> None:
+    from hardening_helpers import one_error, tui
+    from openai_server import OpenAITestServer
+
+    with OpenAITestServer() as server:
+        out = tui("ask", "-m", "openai:m", "--base-url", server.base_url, *flag, "hi",
+                  env={"OPENAI_API_KEY": "sk-local-test"})
+        assert server.count == 0
+    one_error(out, 2, flag[0].lstrip("-").replace("-", "_"))

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+#: the largest whole number a count or id may be (SQLite's INTEGER, a C int64)
+MAX_INT = 2**63 - 1
+
 
 def _number(text: str, kind: type) -> float:
     try:
-        return kind(text)
-    except ValueError:
+        value = kind(text)
+    except (ValueError, OverflowError):
         what = "a whole number" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if kind is int and abs(value) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most {MAX_INT})")
+    if kind is float and value != value:  # NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """Any whole number that fits in 64 bits (a seed, an index)."""
+    return int(_number(text, int))
 
 
 def positive_int(text: str) -> int:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from baize_tui.commands.argtypes import positive_int
 from baize_tui.config import atomic_write_text
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.history import HistoryStore, ImportFormatError, format_time
@@ -31,22 +32,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="conversations, newest first")
     a.add_argument("--json", action="store_true", help="print a JSON list")
     a.add_argument("--all", action="store_true", help="include archived conversations")
-    a.add_argument("--limit", type=int, metavar="N", help="show at most N conversations")
+    a.add_argument("--limit", type=positive_int, metavar="N", help="show at most N conversations")
     a.set_defaults(func=run_list)
 
     a = actions.add_parser("show", help="print a conversation's current thread as Markdown")
-    a.add_argument("id", type=int, help="conversation id (see `history list`)")
+    a.add_argument("id", type=positive_int, help="conversation id (see `history list`)")
     a.set_defaults(func=run_show)
 
     a = actions.add_parser("search", help="full-text search over every message")
     a.add_argument("query", help="words that must all occur (the last one may be a prefix)")
     a.add_argument("--json", action="store_true", help="print a JSON list")
-    a.add_argument("--limit", type=int, default=50, metavar="N", help="at most N hits (50)")
+    a.add_argument("--limit", type=positive_int, default=50, metavar="N", help="at most N hits (50)")
     a.add_argument("--raw", action="store_true", help="QUERY is SQLite FTS5 query syntax")
     a.set_defaults(func=run_search)
 
     a = actions.add_parser("export", help="write a conversation as Markdown or JSON")
-    a.add_argument("id", type=int, help="conversation id")
+    a.add_argument("id", type=positive_int, help="conversation id")
     a.add_argument(
         "--format",
         choices=("md", "json"),
@@ -61,21 +62,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_import)
 
     a = actions.add_parser("delete", help="delete a conversation and all its messages")
-    a.add_argument("id", type=int, help="conversation id")
+    a.add_argument("id", type=positive_int, help="conversation id")
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     a.set_defaults(func=run_delete)
 
     a = actions.add_parser("rename", help="set a conversation's title")
-    a.add_argument("id", type=int, help="conversation id")
+    a.add_argument("id", type=positive_int, help="conversation id")
     a.add_argument("title", help="the new title")
     a.set_defaults(func=run_rename)
 
     a = actions.add_parser("archive", help="hide a conversation from the default list")
-    a.add_argument("id", type=int, help="conversation id")
+    a.add_argument("id", type=positive_int, help="conversation id")
     a.set_defaults(func=run_archive, archived=True)
 
     a = actions.add_parser("unarchive", help="restore an archived conversation")
-    a.add_argument("id", type=int, help="conversation id")
+    a.add_argument("id", type=positive_int, help="conversation id")
     a.set_defaults(func=run_archive, archived=False)
 
 

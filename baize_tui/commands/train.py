@@ -176,8 +176,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """Preset, then ``--config``, then flags: the run's settings."""
+    from baize_tui.safe_write import ensure_regular_input
     from baize_tui.train.settings import TrainConfig, preset, read_toml_settings
 
+    for path in [*(getattr(args, "data", None) or []), getattr(args, "config", None)]:
+        if path:  # a FIFO or a device would hang the read (or never end)
+            ensure_regular_input(path, "input file", "give a regular .json/.jsonl/.toml file")
     config = preset(args.preset) if getattr(args, "preset", None) else TrainConfig()
     if getattr(args, "config", None):
         config.update(read_toml_settings(args.config), source=args.config)

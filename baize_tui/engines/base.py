@@ -11,6 +11,7 @@ Nothing here imports llama_cpp, openai, torch or transformers.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -46,11 +47,12 @@ class SamplingParams:
         from baize_tui.errors import UserError
 
         checks = (
-            (self.temperature >= 0, "temperature must be >= 0"),
+            (0 <= self.temperature < math.inf, "temperature must be a finite number >= 0"),
             (0 <= self.top_p <= 1, "top_p must be between 0 and 1"),
             (self.top_k >= 0, "top_k must be >= 0 (0 turns it off)"),
             (0 <= self.min_p <= 1, "min_p must be between 0 and 1"),
-            (self.repeat_penalty > 0, "repeat_penalty must be > 0 (1.0 turns it off)"),
+            (0 < self.repeat_penalty < math.inf,
+             "repeat_penalty must be a finite number > 0 (1.0 turns it off)"),
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
             (self.seed is None or self.seed >= 0, "seed must be >= 0"),
         )

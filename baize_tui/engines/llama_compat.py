@@ -74,13 +74,16 @@ def route_llama_logs() -> None:
         log.warning("llama-cpp-python has no llama_log_set: llama.cpp logs to stderr")
         return
 
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         try:
             _emit_log(level, text.decode("utf-8", errors="replace"))
         except Exception:  # never let logging raise into C
             pass
 
+    from baize_tui.shutdown import register_foreign_callback
+
+    register_foreign_callback(on_log)  # a SIGTERM landing here is delivered again, not lost
+    callback = llama_cpp.llama_log_callback(on_log)
     _log_state["callback"] = callback  # keep the ctypes thunk alive
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 

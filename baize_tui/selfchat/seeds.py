@@ -188,6 +188,10 @@ def read_seed_texts(source: str, field: str | None = None) -> list[str]:
         raise UserError(f"{path}: seed file not found (or use a preset: {presets})")
     if path.is_dir():
         raise UserError(f"{path}: is a directory; pass a .txt, .jsonl, .json or .csv file")
+    from baize_tui.safe_write import ensure_regular_input
+
+    ensure_regular_input(path, "seed file", "write the seeds to a .txt, .jsonl, .json or .csv "
+                         "file first")
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
