@@ -196,3 +196,25 @@ def test_non_finite_sampling_values_are_refused_before_any_request(baize_home: P
                   env={"OPENAI_API_KEY": "sk-local-test"})
         assert server.count == 0
     one_error(out, 2, flag[0].lstrip("-").replace("-", "_"))
+
+
+@pytest.mark.parametrize("extra", [["--temperature", "inf"], ["--temperature", "nan"],
+                                   ["--max-cost", "nan"], ["--rpm", "1e999"]])
+@pytest.mark.parametrize("command", ["selfchat", "sdf"])
+def test_non_finite_numbers_are_usage_errors_for_runs(baize_home: Path, tmp_path: Path,
+                                                      command: str, extra: list[str]) -> None:
+    from hardening_helpers import tui
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("hello\n")
+    url = "http://127.0.0.1:9/v1"
+    if command == "selfchat":
+        args = ["selfchat", "run", "--seeds", str(seeds), "--out", str(tmp_path / "o"),
+                "--model", "m", "--base-url", url, *extra]
+    else:
+        (tmp_path / "s").mkdir()
+        args = ["sdf", "judge", str(tmp_path / "s"), "--judge", "openai:m", "--base-url", url,
+                *extra]
+    out = tui(*args, env={"OPENAI_API_KEY": "sk-local-test"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"argument {extra[0]}" in out.stderr and "finite" in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 #: the largest whole number a count or id may be (SQLite's INTEGER, a C int64)
 MAX_INT = 2**63 - 1
@@ -16,8 +17,8 @@ def _number(text: str, kind: type) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     if kind is int and abs(value) > MAX_INT:
         raise argparse.ArgumentTypeError(f"{text!r} is too large (at most {MAX_INT})")
-    if kind is float and value != value:  # NaN
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if kind is float and not math.isfinite(value):  # nan, inf, 1e999
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
 
@@ -55,4 +56,12 @@ def non_negative_float(text: str) -> float:
     value = _number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number from 0 to 1 (top-p)."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 0 to 1")
     return value

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from baize_tui.commands.argtypes import non_negative_int, positive_float, positive_int
+from baize_tui.commands.argtypes import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.formatting import fmt_eta
 from baize_tui.termtext import echo, rich_safe
@@ -37,8 +43,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, metavar="DIR", help="run directory")
     s.add_argument("--concurrency", type=positive_int, default=4, metavar="N",
                    help="requests in flight for openai:MODEL (default 4; local models: 1)")
-    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
-    s.add_argument("--top-p", type=float, default=0.95, help="top-p, local models (0.95)")
+    s.add_argument("--temperature", type=non_negative_float, default=1.0, help="sampling temperature (1.0)")
+    s.add_argument("--top-p", type=probability, default=0.95, help="top-p, local models (0.95)")
     s.add_argument("--max-tokens", type=positive_int, default=512, metavar="N",
                    help="max tokens per candidate (512)")
     s.add_argument("--seed", type=int, default=0, help="seed of the candidates' sampling seeds")
@@ -62,7 +68,7 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="requests in flight (default 8)")
     j.add_argument("--seed", type=int, default=0, help="seed of the per-prompt shuffles (0)")
-    j.add_argument("--temperature", type=float, help="judge temperature (default: API's)")
+    j.add_argument("--temperature", type=non_negative_float, help="judge temperature (default: API's)")
     j.add_argument("--max-tokens", type=positive_int, metavar="N", help="max tokens per reply")
     j.add_argument("--parse-retries", type=non_negative_int, default=2, metavar="N",
                    help="ask again after an unreadable reply, N times (default 2)")

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from baize_tui.commands.argtypes import positive_float, positive_int
+from baize_tui.commands.argtypes import non_negative_float, positive_float, positive_int
 from baize_tui.commands.selfchat_batch import add_run_options as add_batch_options
 from baize_tui.commands.selfchat_batch import register_cancel
 from baize_tui.errors import OperationFailed, UserError
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--max-turns", type=positive_int, default=3, metavar="N",
                      help="v2: rounds per dialogue (default 3)")
     gen.add_argument("--template", metavar="FILE", help="prompt template file with {seed}")
-    gen.add_argument("--temperature", type=float, help="sampling temperature (default: API's)")
+    gen.add_argument("--temperature", type=non_negative_float, help="sampling temperature (default: API's)")
     gen.add_argument("--max-tokens", type=positive_int, metavar="N",
                      help="max tokens per call (default: API's)")
     gen.add_argument("--min-turns", type=positive_int, default=1, metavar="N",
