@@ -3,6 +3,7 @@ load → merge → permute → convert → write one tensor at a time."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections import deque
@@ -243,7 +244,12 @@ class _TensorStream:
             if info.nbytes != p.nbytes:
                 raise ConvertError(f"tensor {p.hf_name}: planned size differs from the header")
             w.write_padding(self.fout, self.fout.tell())
-        np.ascontiguousarray(data).tofile(self.fout)
+        try:
+            np.ascontiguousarray(data).tofile(self.fout)
+        except OSError as exc:  # numpy's short write carries no errno and no file name
+            raise OSError(exc.errno or errno.ENOSPC,
+                          exc.strerror or f"{exc}: the disk is full or the file hit a size limit",
+                          getattr(self.fout, "name", None)) from exc
         self.written += data.nbytes
 
     def finish(self, p: TensorPlan) -> None:

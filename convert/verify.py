@@ -8,10 +8,12 @@ on the file's quant type (see ``BOUNDS``).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,12 +123,27 @@ def load_reference_model(hf_dir: Path, loras: list[Path]):
     import torch
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model = _refusing_pickles(hf_dir, lambda: LlamaForCausalLM.from_pretrained(
+        hf_dir, dtype=torch.float32))
     for lora in loras:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, lora).merge_and_unload()
+        model = _refusing_pickles(lora, functools.partial(PeftModel.from_pretrained, model, lora))
+        model = model.merge_and_unload()
     return model.eval()
+
+
+def _refusing_pickles(where: Path, load: Callable[[], Any]) -> Any:
+    """``load()``; a pickle that torch's weights-only loader refuses names the folder and file."""
+    import pickle
+
+    try:
+        return load()
+    except pickle.UnpicklingError as exc:
+        names = sorted(p.name for p in Path(where).glob("*.bin")) or ["its weights"]
+        raise ConvertFailed(f"{where}: refused to load {', '.join(names)}: a pickle that is not "
+                            f"plain tensor data ({str(exc).splitlines()[0][:120]}); use "
+                            ".safetensors weights from a source you trust") from None
 
 
 def sample_prompt() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {"baize_tui", "baize_tui.errors", "baize_tui.prompt", "baize_tui.gguf_header",
         "baize_tui.formatting", "baize_tui.catalog", "baize_tui.procs", "baize_tui.redact",
-        "baize_tui.faults", "baize_tui.safe_write"}
+        "baize_tui.faults", "baize_tui.safe_write", "baize_tui.termtext"}
 NO_TEXTUAL = ("baize_tui.engines", "baize_tui.history", "baize_tui.selfchat", "baize_tui.train",
               "baize_tui.models", "baize_convert")
 

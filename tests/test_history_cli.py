@@ -92,7 +92,7 @@ def test_list_show_search_rename_archive() -> None:
     fails(cli("rename", "999", "x"), 2, "999")
     fails(cli("search", '"open', "--raw"), 2, "bad search query")
     bad_id = cli("show", "abc")
-    assert bad_id.returncode == 2 and "invalid int value" in bad_id.stderr
+    assert bad_id.returncode == 2 and "is not a whole number" in bad_id.stderr
 
 
 def test_export_import_and_delete(tmp_path: Path) -> None:

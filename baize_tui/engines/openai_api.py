@@ -57,7 +57,8 @@ class OpenAIEngine:
         self._n_ctx = n_ctx
         from baize_tui.redact import register_secret
 
-        register_secret(key)  # a server echoing the key never gets it into logs or history
+        if key != NO_KEY:  # a server echoing the key never gets it into logs or history
+            register_secret(key)
         import openai
 
         self._client = openai.OpenAI(
