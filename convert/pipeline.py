@@ -34,6 +34,7 @@ from baize_convert.lora import Adapter
 from baize_convert.quantize import QuantType, llama_quantize, parse_quant
 from baize_convert.vocab import Vocab, load_vocab
 from baize_tui.catalog import base_for_adapter
+from baize_tui.faults import ENVIRONMENT_ERRNOS
 from baize_tui.formatting import human_bytes
 
 ADAPTER_PATTERNS = ["adapter_config.json", "adapter_model.bin", "adapter_model.safetensors"]
@@ -216,6 +217,15 @@ def temporary_output(final: Path, tag: str = "partial") -> Iterator[Path]:
     tmp = final.parent / f".{final.name}.{os.getpid()}.{tag}"
     try:
         yield tmp
+    except OSError as exc:
+        if exc.errno in ENVIRONMENT_ERRNOS and str(exc.filename or "").startswith(str(tmp)):
+            from baize_tui.safe_write import describe_os_error
+
+            # name the output the user asked for, not the temp file that is about to go
+            raise ConvertFailed(describe_os_error(final, OSError(exc.errno, exc.strerror),
+                                                  "not written, the partial file was removed")
+                                ) from exc
+        raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
