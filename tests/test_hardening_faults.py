@@ -55,8 +55,12 @@ def test_stdout_on_dev_full_is_one_error_no_traceback(one_chat: int, args: list[
 
 
 # -- a read-only BAIZE_HOME --------------------------------------------------------------------
+_UNSHARE: list[str] = []
+
+
 def _can_bind_read_only(tmp: Path) -> str | None:
-    """None when a read-only bind mount works here, else why not."""
+    """None when a read-only bind mount works here (as root, or in a user namespace), else
+    why not; remembers the ``unshare`` flags that worked."""
     if shutil.which("unshare") is None:
         return "unshare is not installed"
     probe = tmp / "probe"
@@ -66,6 +70,7 @@ def _can_bind_read_only(tmp: Path) -> str | None:
     for prefix in (["unshare", "-m"], ["unshare", "-rm"]):
         done = subprocess.run([*prefix, "sh", "-c", script], capture_output=True, timeout=30)
         if done.returncode == 0:
+            _UNSHARE[:] = prefix
             return None
     return f"no read-only bind mount in a mount namespace here ({done.stderr.decode()[:200]})"
 
@@ -74,7 +79,7 @@ def read_only(home: Path, *args: str) -> subprocess.CompletedProcess:
     """``baize-tui ARGS`` with BAIZE_HOME bind-mounted read-only in a private namespace."""
     script = (f'mount --bind "{home}" "{home}" && mount -o remount,bind,ro "{home}" && '
               'exec "$@"')
-    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh",
+    return subprocess.run([*(_UNSHARE or ["unshare", "-m"]), "sh", "-c", script, "sh",
                            str(BIN_DIR / "baize-tui"), *args], capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL,
                           env={**os.environ, "BAIZE_HOME": str(home)})
