@@ -20,8 +20,6 @@ from baize_tui.models.hub import (
     PullCancelled,
     _require_online,
     choose_gguf,
-    hub_endpoint,
-    hub_errors,
     list_hub_files,
 )
 from baize_tui.paths import get_paths
@@ -133,11 +131,7 @@ def plan_recipe(repo: str, quant: str | None = None) -> RecipePlan:
 
 
 def _remote_dtype(config: HubFile) -> str | None:
-    from huggingface_hub import hf_hub_download
-
-    with hub_errors(f"{config.repo}/config.json"):
-        path = hf_hub_download(config.repo, "config.json", endpoint=hub_endpoint(),
-                               cache_dir=hf_cache_dir())
+    path = download_to_cache(config.repo, "config.json", cache_dir=hf_cache_dir())
     try:
         return json.loads(Path(path).read_text()).get("torch_dtype")
     except (OSError, ValueError):
