@@ -77,7 +77,7 @@ class HubServer:
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))

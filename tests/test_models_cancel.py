@@ -33,6 +33,7 @@ def test_a_recipe_download_stops_when_cancelled_and_resumes(
     plan = serve_recipe(hub, tiny)
     big = max(plan.downloads, key=lambda f: f.size or 0)
     assert big.repo == BASE and big.size and big.size > 4 * 64 * 1024  # several chunks
+    assert big.sha256  # an LFS file
     before = sum(f.size or 0 for f in plan.downloads[:plan.downloads.index(big)])
     cancel = threading.Event()
     seen: list[int] = []
@@ -70,6 +71,7 @@ def test_a_recipe_download_with_a_bad_checksum_is_refused(
         hub: HubServer, tiny: dict[str, Path], hf_cache: Path) -> None:
     plan = serve_recipe(hub, tiny)
     big = max(plan.downloads, key=lambda f: f.size or 0)
+    assert big.sha256  # an LFS file
     hub.corrupt(f"{BASE}/{big.path}")
     with pytest.raises(OperationFailed, match=f"checksum mismatch for {BASE}/{big.path}.*sha256"):
         models.run_recipe(plan)
