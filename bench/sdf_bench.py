@@ -139,23 +139,29 @@ def start_llama_server(gguf: Path, llama_server: str | None, threads: int) -> tu
                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads",
                 str(threads), "--model_alias", "sdf-bench"]
         label = "llama-cpp-python server (serial, no parallel slots)"
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(tempfile.gettempdir()) / f"sdf-bench-server-{port}.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
+    # llama-server answers /health with 503 until the model is loaded
+    ready = f"http://127.0.0.1:{port}/health" if llama_server else f"{url}/models"
+    deadline = time.monotonic() + 300
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
+            with urllib.request.urlopen(ready, timeout=2) as resp:
                 if resp.status == 200:
                     return proc, url, label
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit("the llama.cpp server did not start")
+            raise SystemExit(f"the llama.cpp server did not start; its log: {log}")
         time.sleep(0.2)
 
 
-def bench_candidates(url: str, work: Path, prompts: int, concurrency: int, tokens: int) -> tuple[float, int]:
+def bench_candidates(url: str, work: Path, prompts: int, concurrency: int,
+                     tokens: int) -> tuple[float, int, int]:
+    """``sdf sample --model openai:...``: (seconds, candidates, completion tokens)."""
     from baize_tui.sdf.sample import SampleConfig, open_sample, run_sample
     from baize_tui.selfchat.seeds import prepare_seeds
 
@@ -167,7 +173,10 @@ def bench_candidates(url: str, work: Path, prompts: int, concurrency: int, token
     start = time.perf_counter()
     stats = run_sample(cfg, seeds, store, api_key="sk-bench")
     elapsed = time.perf_counter() - start
-    return elapsed, stats.done * 4
+    if stats.done != prompts:
+        raise SystemExit(f"candidates: {stats.done} of {prompts} prompts sampled "
+                         f"({stats.failed} failed: {stats.last_error})")
+    return elapsed, stats.done * 4, stats.tokens_out
 
 
 def bench_local(gguf: Path, work: Path, prompts: int, tokens: int, batched: bool) -> tuple[float, int, int]:
@@ -252,12 +261,15 @@ def main() -> None:
                         help="judge bench server (default: bench/async_openai_server.py)")
     parser.add_argument("--skip-candidates", action="store_true")
     parser.add_argument("--only-local", action="store_true", help="run (c) only")
+    parser.add_argument("--skip-judge", action="store_true", help="skip (a)")
+    parser.add_argument("--skip-local", action="store_true", help="skip (c)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sdf-bench-") as tmp:
         work = Path(tmp)
         if args.only_local:
             return local_table(args, work)
-        judge_table(args, work)
+        if not args.skip_judge:
+            judge_table(args, work)
         if args.skip_candidates:
             return
         from chat_bench import build_gguf
@@ -265,19 +277,22 @@ def main() -> None:
         gguf = build_gguf(Path(tempfile.gettempdir()) / "baize-tui-bench-chat")
         proc2, url, label = start_llama_server(gguf, args.llama_server, args.threads)
         try:
-            bench_candidates(url, work / "warm2", 1, 1, 8)
-            seq, n_seq = bench_candidates(url, work, args.prompts, 1, args.tokens)
-            par, n_par = bench_candidates(url, work / "par", args.prompts, 4, args.tokens)
+            bench_candidates(url, work / "warm2", 4, 4, 8)
+            seq, n_seq, t_seq = bench_candidates(url, work, args.prompts, 1, args.tokens)
+            par, n_par, t_par = bench_candidates(url, work / "par", args.prompts, 4, args.tokens)
         finally:
             proc2.terminate()
             proc2.wait(timeout=30)
         print(f"\n(b) candidates: {label}, ~90M LLaMA F16, {args.threads} threads, "
-              f"{args.prompts} prompts x 4 candidates x {args.tokens} tokens")
-        print("| client | seconds | candidates/min |")
-        print("|---|---|---|")
-        print(f"| one sequential client (anchor) | {seq:.2f} | {n_seq / seq * 60:.0f} |")
-        print(f"| sdf sample, concurrency 4 | {par:.2f} | {n_par / par * 60:.0f} |")
-        print(f"concurrency 4 / sequential: {(n_par / par) / (n_seq / seq):.2f}x")
+              f"{args.prompts} prompts x 4 candidates x up to {args.tokens} tokens")
+        print("| client | seconds | candidates/min | completion tokens/s |")
+        print("|---|---|---|---|")
+        print(f"| one sequential client (anchor) | {seq:.2f} | {n_seq / seq * 60:.0f} | {t_seq / seq:.0f} |")
+        print(f"| sdf sample, concurrency 4 | {par:.2f} | {n_par / par * 60:.0f} | {t_par / par:.0f} |")
+        print(f"concurrency 4 / sequential: {(n_par / par) / (n_seq / seq):.2f}x candidates/min, "
+              f"{(t_par / par) / (t_seq / seq):.2f}x tokens/s")
+        if args.skip_local:
+            return
         local_table(args, work)
 
 
