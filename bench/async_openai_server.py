@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 
 
 class _Server:
@@ -103,4 +102,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

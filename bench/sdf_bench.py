@@ -31,7 +31,9 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -118,8 +120,8 @@ def bench_bare_judge(base_url: str, work: Path, n: int, concurrency: int) -> tup
 
         async def one(rec: dict) -> None:
             async with sem:
-                await client.chat.completions.create(model="judge", messages=jd.judge_messages(
-                    rec["prompt"], [c["text"] for c in rec["candidates"]]))
+                messages: Any = jd.judge_messages(rec["prompt"], [c["text"] for c in rec["candidates"]])
+                await client.chat.completions.create(model="judge", messages=messages)
 
         await asyncio.gather(*(one(r) for r in recs))
         await client.close()
@@ -224,9 +226,9 @@ def judge_table(args: argparse.Namespace, work: Path) -> None:
         bench_judge(base_url, work / "warm", 64, 32)
         bench_bare_judge(base_url, work / "warm-bare", 64, 32)
         for r in range(args.rounds):
-            bares.append(_measured(lambda r=r: bench_bare_judge(base_url, work / f"bare-{r}", n, 32),
+            bares.append(_measured(partial(bench_bare_judge, base_url, work / f"bare-{r}", n, 32),
                                    proc.pid))
-            ours.append(_measured(lambda r=r: bench_judge(base_url, work / f"ours-{r}", n, 32),
+            ours.append(_measured(partial(bench_judge, base_url, work / f"ours-{r}", n, 32),
                                   proc.pid))
     finally:
         proc.terminate()
