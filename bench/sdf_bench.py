@@ -1,9 +1,12 @@
 """Benchmark: SDF throughput, each measurement against its anchor in the same run.
 
 (a) judge: ``sdf judge``'s runner (shuffle, prompt, strict parse, judgments.jsonl appends) at
-    concurrency 32 against the local OpenAI-compatible test server answering in 300 ms
-    (tests/openai_server.py in its own process), vs the ideal (concurrency / latency) and vs a
-    bare ``AsyncOpenAI`` + semaphore loop sending the same prompts. Target: >= 90 % of ideal.
+    concurrency 32 against a local OpenAI-compatible server answering in 300 ms
+    (bench/async_openai_server.py in its own process; ``--server threaded`` for
+    tests/openai_server.py), vs the ideal (concurrency / latency), vs a bare ``AsyncOpenAI`` +
+    semaphore loop sending the same prompts (the anchor) and vs raw asyncio streams with no
+    HTTP library (the floor this machine and server allow). ``--rounds`` alternating rounds,
+    medians, CPU per request of client and server. Target: >= 90 % of ideal.
 (b) candidates: ``sdf sample --model openai:...`` against an OpenAI-compatible llama.cpp
     server on a ~90M-parameter synthetic LLaMA (bench/chat_bench.py's GGUF), concurrency 4
     vs one sequential client (concurrency 1), same prompts, n=4, 32 tokens per candidate.
@@ -130,6 +133,50 @@ def bench_bare_judge(base_url: str, work: Path, n: int, concurrency: int) -> tup
     return asyncio.run(main())
 
 
+def bench_raw_client(base_url: str, work: Path, n: int, concurrency: int) -> tuple[float, float]:
+    """The machine's floor: the same requests over raw asyncio streams (HTTP/1.1 keep-alive, one
+    connection per worker, the JSON reply parsed), no HTTP library. It shows what the bench
+    server and this machine's scheduling allow, apart from any client library's cost."""
+    import json
+    from urllib.parse import urlsplit
+
+    from baize_tui.sdf import judge as jd
+
+    recs = write_candidates(work / "raw", n)
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = f"{parts.path.rstrip('/')}/chat/completions"
+
+    def request(rec: dict) -> bytes:
+        body = json.dumps({"model": "judge", "messages": jd.judge_messages(
+            rec["prompt"], [c["text"] for c in rec["candidates"]])}).encode()
+        head = (f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json"
+                f"\r\ncontent-length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    async def main() -> tuple[float, float]:
+        queue = list(reversed(recs))
+
+        async def worker() -> None:
+            reader, writer = await asyncio.open_connection(host, port)
+            while queue:
+                writer.write(request(queue.pop()))
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))
+                reply = json.loads(await reader.readexactly(length))
+                if not reply["choices"][0]["message"]["content"]:
+                    raise SystemExit("raw client: empty reply")
+            writer.close()
+
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    return asyncio.run(main())
+
+
 def start_llama_server(gguf: Path, llama_server: str | None, threads: int) -> tuple[subprocess.Popen, str, str]:
     port = _free_port()
     if llama_server:
@@ -222,10 +269,13 @@ def judge_table(args: argparse.Namespace, work: Path) -> None:
     n = args.judge_prompts
     bares: list[tuple[float, float, float]] = []
     ours: list[tuple[float, float, float]] = []
+    raws: list[tuple[float, float, float]] = []
     try:
         bench_judge(base_url, work / "warm", 64, 32)
         bench_bare_judge(base_url, work / "warm-bare", 64, 32)
         for r in range(args.rounds):
+            raws.append(_measured(partial(bench_raw_client, base_url, work / f"raw-{r}", n, 32),
+                                  proc.pid))
             bares.append(_measured(partial(bench_bare_judge, base_url, work / f"bare-{r}", n, 32),
                                    proc.pid))
             ours.append(_measured(partial(bench_judge, base_url, work / f"ours-{r}", n, 32),
@@ -239,7 +289,8 @@ def judge_table(args: argparse.Namespace, work: Path) -> None:
     print("| run | seconds | prompts/min | % of ideal | client CPU ms/req | server CPU ms/req "
           "| rounds (% of ideal) |")
     print("|---|---|---|---|---|---|---|")
-    for name, runs in (("bare AsyncOpenAI + semaphore (anchor)", bares), ("baize-tui sdf judge", ours)):
+    for name, runs in (("raw asyncio HTTP/1.1, no client library (floor)", raws),
+                       ("bare AsyncOpenAI + semaphore (anchor)", bares), ("baize-tui sdf judge", ours)):
         secs = statistics.median(x[0] for x in runs)
         client = statistics.median(x[1] for x in runs) / n * 1000
         server = statistics.median(x[2] for x in runs) / n * 1000
