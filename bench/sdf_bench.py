@@ -13,7 +13,9 @@
     By default the server is llama-cpp-python's (``python -m llama_cpp.server``), which has
     no parallel slots: it serves one request at a time behind a lock, so expect ~1x there.
     ``--llama-server PATH`` uses llama.cpp's own ``llama-server --parallel 4 -cb`` instead
-    (the issue's >= 2.5x expectation is about that server, on real cores or a GPU).
+    (the issue's >= 2.5x expectation is about that server, on real cores or a GPU; build one
+    with bench/build_llama_server.sh). On a small shared machine pass ``--threads 1``: two
+    llama.cpp threads on two busy cores wait on each other and decoding collapses.
 (c) candidates in process: ``sdf sample --model X.gguf`` decoding each prompt's 4 candidates
     in one batch (what parallel slots do) vs ``--no-batch`` (one after another through the
     chat engine), same model, prompts and token budget.
