@@ -36,14 +36,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 N_LAYER, N_FF = 8, 1408
+#: the bench's models (the suffix changes whenever the fixture builder's weights change)
+CACHE = Path(tempfile.gettempdir()) / "baize-tui-format-bench-v2"
 
 
 def build(chain: str) -> Path:
     """The bench GGUF for one reply shape (built on first use)."""
     from tiny_chat_ggufs import build_chat_gguf
 
-    root = Path(tempfile.gettempdir()) / "baize-tui-format-bench"
-    out = root / f"chatml-{chain}-L{N_LAYER}.gguf"
+    out = CACHE / f"chatml-{chain}-L{N_LAYER}.gguf"
     if not out.exists():
         build_chat_gguf(out, "chatml", chain=chain, n_ctx=4096, n_layer=N_LAYER, n_ff=N_FF)
     return out
@@ -86,40 +87,76 @@ def bench_ttft(threads: int, repeats: int) -> dict[str, float]:
     return out
 
 
-def bare_loop(path: Path, threads: int, n: int) -> float:
-    """Decode tokens/s of a bare Llama.generate loop: decode + sample, no text handling."""
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                          verbose=False)
-    try:
-        prompt = llm.tokenize(b"<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
-                              add_bos=True, special=True)
-        llm.set_seed(1)
-        count, first = 0, 0.0
-        for _ in llm.generate(prompt, top_k=0, top_p=0.95, min_p=0.0, temp=1.0,
-                              repeat_penalty=1.0):
-            count += 1
-            if count == 1:
-                first = time.perf_counter()
-            if count >= n:
-                break
-        return (count - 1) / (time.perf_counter() - first)
-    finally:
-        llm.close()
+PROMPT = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+#: (b)'s model: the "text" chain (never an end-of-turn, so every run has the asked length),
+#: random F16 matrices, 12 layers, FFN 2816: about 61M parameters, a small hub model's shape
+DECODE_LAYERS, DECODE_FF = 12, 2816
 
 
-def ask_loop(path: Path, threads: int, n: int) -> float:
-    """Decode tokens/s through `baize-tui ask` (its own --stats figure)."""
+def build_decode_model() -> Path:
+    """(b)'s F16 GGUF (built on first use)."""
+    from tiny_chat_ggufs import build_chat_gguf
+
+    out = CACHE / f"chatml-text-L{DECODE_LAYERS}-F{DECODE_FF}-f16.gguf"
+    if not out.exists():
+        build_chat_gguf(out, "chatml", chain="text", n_ctx=4096, n_layer=DECODE_LAYERS,
+                        n_ff=DECODE_FF, f16=True)
+    return out
+
+
+def bare_loop(llm: object, n: int, seed: int = 1) -> float:
+    """Decode tokens/s of a bare Llama.generate loop on ``llm`` (a ``llama_cpp.Llama``):
+    decode + sample, no text handling; the first token's time (the prompt) is not counted."""
+    prompt = llm.tokenize(PROMPT.encode(), add_bos=True, special=True)  # type: ignore[attr-defined]
+    llm.reset()  # type: ignore[attr-defined]  # no KV reuse on either side
+    llm.set_seed(seed)  # type: ignore[attr-defined]
+    count, first = 0, 0.0
+    for _ in llm.generate(prompt, top_k=0, top_p=0.95, min_p=0.0,  # type: ignore[attr-defined]
+                          temp=1.0, repeat_penalty=1.0):
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count >= n:
+            break
+    assert count == n, count
+    return (count - 1) / (time.perf_counter() - first)
+
+
+def controller_loop(engine: object, n: int, seed: int = 1) -> float:
+    """Decode tokens/s through the path `ask` takes, in this process: ChatController ->
+    ChatSession (format, stop filter) -> LlamaEngine's token loop, each piece written to a
+    pipe-like sink; measured as the bare loop is, from the first piece."""
+    import io
+    import threading
+
+    from baize_tui.chat_core import ChatController, ChatSettings
+    from baize_tui.engines.base import SamplingParams
+
+    engine.llama.reset()  # type: ignore[attr-defined]  # no KV reuse on either side
+    settings = ChatSettings(model="bench", params=SamplingParams(max_new_tokens=n, seed=seed))
+    turn = ChatController(engine, None).send(settings, "Hello", threading.Event())  # type: ignore[arg-type]
+    sink = io.StringIO()
+    first = 0.0
+    for piece in turn:
+        if not first:
+            first, before = time.perf_counter(), turn.stats.completion_tokens
+        sink.write(piece)
+        sink.flush()
+    end = time.perf_counter()
+    assert turn.stats.completion_tokens == n, turn.stats
+    return (n - before) / (end - first)
+
+
+def ask_loop(path: Path, n: int, seed: int = 1) -> float:
+    """Decode tokens/s through `baize-tui ask` (a subprocess; its own --stats figure)."""
     env = {**os.environ, "BAIZE_HOME": tempfile.mkdtemp(prefix="baize-bench-home-")}
-    env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.run(
         [str(Path(sys.executable).parent / "baize-tui"), "ask", "-m", str(path), "--no-history",
-         "--stats", "-n", str(n), "--seed", "1", "--n-ctx", "4096", "Hello"],
+         "--stats", "-n", str(n), "--seed", str(seed), "--n-ctx", "4096", "Hello"],
         capture_output=True, text=True, env=env, check=True)
     found = re.search(r"([\d.]+) tokens/s", out.stderr)
-    if not found:
-        raise SystemExit(f"no tokens/s in ask's stats: {out.stderr}")
+    if not found or f"+ {n} reply tokens" not in out.stderr:
+        raise SystemExit(f"no tokens/s for {n} tokens in ask's stats: {out.stderr}")
     return float(found.group(1))
 
 
@@ -165,17 +202,20 @@ def library_stream_cost(threads: int, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads (default: what `ask` uses, the physical cores)")
+                        help="threads (default: what `ask` uses, the physical cores); fewer "
+                             "pins this process (and `ask`) to that many CPUs")
+    parser.add_argument("--no-ask", action="store_true",
+                        help="(b) without the `baize-tui ask` subprocess rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=512, help="decode length for (b)")
     parser.add_argument("--parts", default="acb", help="which measures, in order (a, b, c)")
     args = parser.parse_args()
     from baize_tui.engines.llama import physical_cores
 
-    if args.threads is None:
-        args.threads = physical_cores()  # `ask` runs with this many; the anchor must too
-    elif args.threads != physical_cores():
-        raise SystemExit(f"(b) compares with `ask`, which uses {physical_cores()} threads here")
+    if args.threads is not None and args.threads < physical_cores():
+        # `ask` uses as many threads as CPUs it may run on: pin, so it and the anchor agree
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+    args.threads = physical_cores()  # `ask` runs with this many; the anchor must too
     rows: list[tuple[str, str, str, str]] = []
     width = 62
     print(f"{'measure'.ljust(width)}  {'figures':36}  {'ratio':12}  target", flush=True)
@@ -201,15 +241,47 @@ def main() -> None:
 
 
 def decode_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], None]) -> None:
-    """(b): ask vs the bare loop, alternating."""
-    text = build("text")
-    ours, bare = [], []
-    for _ in range(args.repeats):
-        bare.append(bare_loop(text, args.threads, args.tokens))
-        ours.append(ask_loop(text, args.threads, args.tokens))
+    """(b): ours vs the bare loop on one loaded model, alternating; then `ask` itself."""
+    from baize_tui.engines.llama import LlamaEngine
+
+    path = build_decode_model()
+    engine = LlamaEngine(path, n_threads=args.threads, max_ctx=4096)
+    ours, bare, ask = [], [], []
+    try:
+        bare_loop(engine.llama, 16)  # warm the weights' pages and the threads
+        for r in range(args.repeats):
+            seed = r + 1
+            bare.append(bare_loop(engine.llama, args.tokens, seed))
+            ours.append(controller_loop(engine, args.tokens, seed))
+    finally:
+        engine.close()
     o, b = statistics.median(ours), statistics.median(bare)
-    row("(b) decode tok/s: ask vs bare Llama.generate loop",
-                 f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x")
+    ratios = sorted(x / y for x, y in zip(ours, bare, strict=True))
+    row(f"(b) decode tok/s, {args.tokens} tok: ChatController path vs bare generate loop",
+        f"{o:.1f} vs {b:.1f} (median of {args.repeats})", f"{o / b:.3f} x", ">= 0.95 x")
+    row("    per-round ratios (ours / bare, same round)",
+        " ".join(f"{x:.2f}" for x in ratios), f"{statistics.median(ratios):.3f} x", "")
+    if args.no_ask:
+        return
+    anchor: list[float] = []
+    for r in range(args.repeats):
+        seed = r + 1
+        ask.append(ask_loop(path, args.tokens, seed))
+        llm = _bare_model(path, args.threads)
+        try:
+            anchor.append(bare_loop(llm, args.tokens, seed))
+        finally:
+            llm.close()
+    o, b = statistics.median(ask), statistics.median(anchor)
+    row("    `baize-tui ask --stats` (subprocess) vs bare loop (fresh Llama)",
+        f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x")
+
+
+def _bare_model(path: Path, threads: int) -> object:
+    import llama_cpp
+
+    return llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+                           verbose=False)
 
 
 def per_token_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], None]) -> None:

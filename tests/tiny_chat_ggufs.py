@@ -184,6 +184,10 @@ def _weights(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: in
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
     small = 1e-4  # the residual stream stays the current token: the chain has a wide margin
+    # Each layer's feed-forward adds noise to every dimension, growing with sqrt(n_ff) and
+    # with the layer count; deeper/wider (benchmark) models scale it down so the one-hot
+    # current token still dominates (the tests' default size, 2 x 128, is unchanged).
+    ffn_down = small * min(1.0, (2 * 128 / (n_layer * n_ff)) ** 0.5)
     emb = np.zeros((n_vocab, n_embd), dtype=np.float32)
     emb[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
     out = np.zeros((n_vocab, n_embd), dtype=np.float32)
@@ -203,7 +207,7 @@ def _weights(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: in
         w[p + "attn_output.weight"] = rng.normal(0, small, (n_embd, n_embd)).astype(np.float32)
         w[p + "ffn_gate.weight"] = rng.normal(0, 0.1, (n_ff, n_embd)).astype(np.float32)
         w[p + "ffn_up.weight"] = rng.normal(0, 0.1, (n_ff, n_embd)).astype(np.float32)
-        w[p + "ffn_down.weight"] = rng.normal(0, small, (n_embd, n_ff)).astype(np.float32)
+        w[p + "ffn_down.weight"] = rng.normal(0, ffn_down, (n_embd, n_ff)).astype(np.float32)
     return w
 
 
@@ -222,11 +226,12 @@ FORMATS = {
 
 def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2048,
                     template: str | None = None, n_layer: int = 2, n_ff: int = 128,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, f16: bool = False) -> Path:
     """Write the tiny ``fmt`` GGUF (see :data:`FORMATS`) to ``out``; returns ``out``.
 
     ``template`` overrides the embedded chat template (for bad-template tests); ``n_layer``
-    and ``n_ff`` make a bigger model for benchmarks.
+    and ``n_ff`` make a bigger model for benchmarks; ``f16`` stores the matrices in F16 (as
+    a converted hub model has them), norms stay F32.
     """
     import gguf
 
@@ -258,7 +263,7 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
     writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama" if kind == "spm" else "gpt2")
     writer.add_tokenizer_pre("default" if kind == "spm" else "llama-bpe")
     writer.add_token_list(tokens)
@@ -278,7 +283,7 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
         writer.add_chat_template(template)
     for tname, array in _weights(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, succ,
                                  seed).items():
-        writer.add_tensor(tname, array)
+        writer.add_tensor(tname, array.astype(np.float16) if f16 and array.ndim == 2 else array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
