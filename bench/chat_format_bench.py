@@ -104,28 +104,36 @@ def build_decode_model() -> Path:
     return out
 
 
-def bare_loop(llm: object, n: int, seed: int = 1) -> float:
-    """Decode tokens/s of a bare Llama.generate loop on ``llm`` (a ``llama_cpp.Llama``):
-    decode + sample, no text handling; the first token's time (the prompt) is not counted."""
+def bare_loop(llm: object, n: int, seed: int = 1) -> tuple[float, float]:
+    """(tokens per wall second, tokens per process-CPU second) of a bare ``Llama.generate``
+    loop on ``llm`` (a ``llama_cpp.Llama``): decode + sample, no text handling; the first
+    token (the prompt's evaluation) is not counted. An engine's per-instance token counter
+    is taken off for the run, so the anchor is the library alone."""
     prompt = llm.tokenize(PROMPT.encode(), add_bos=True, special=True)  # type: ignore[attr-defined]
     llm.reset()  # type: ignore[attr-defined]  # no KV reuse on either side
     llm.set_seed(seed)  # type: ignore[attr-defined]
-    count, first = 0, 0.0
-    for _ in llm.generate(prompt, top_k=0, top_p=0.95, min_p=0.0,  # type: ignore[attr-defined]
-                          temp=1.0, repeat_penalty=1.0):
-        count += 1
-        if count == 1:
-            first = time.perf_counter()
-        if count >= n:
-            break
+    counter = vars(llm).pop("eval", None)
+    count, first, cpu = 0, 0.0, 0.0
+    try:
+        for _ in llm.generate(prompt, top_k=0, top_p=0.95,  # type: ignore[attr-defined]
+                              min_p=0.0, temp=1.0, repeat_penalty=1.0):
+            count += 1
+            if count == 1:
+                first, cpu = time.perf_counter(), time.process_time()
+            if count >= n:
+                break
+        wall, cpu = time.perf_counter() - first, time.process_time() - cpu
+    finally:
+        if counter is not None:
+            llm.eval = counter  # type: ignore[attr-defined]
     assert count == n, count
-    return (count - 1) / (time.perf_counter() - first)
+    return (count - 1) / wall, (count - 1) / cpu
 
 
-def controller_loop(engine: object, n: int, seed: int = 1) -> float:
-    """Decode tokens/s through the path `ask` takes, in this process: ChatController ->
+def controller_loop(engine: object, n: int, seed: int = 1) -> tuple[float, float]:
+    """As :func:`bare_loop`, through the path `ask` takes, in this process: ChatController ->
     ChatSession (format, stop filter) -> LlamaEngine's token loop, each piece written to a
-    pipe-like sink; measured as the bare loop is, from the first piece."""
+    sink as `ask` writes it; measured from the first piece."""
     import io
     import threading
 
@@ -134,17 +142,20 @@ def controller_loop(engine: object, n: int, seed: int = 1) -> float:
 
     engine.llama.reset()  # type: ignore[attr-defined]  # no KV reuse on either side
     settings = ChatSettings(model="bench", params=SamplingParams(max_new_tokens=n, seed=seed))
-    turn = ChatController(engine, None).send(settings, "Hello", threading.Event())  # type: ignore[arg-type]
+    controller = ChatController(engine, None)  # type: ignore[arg-type]
+    turn = controller.send(settings, "Hello", threading.Event())
     sink = io.StringIO()
-    first = 0.0
+    first = cpu = 0.0
+    before = 0
     for piece in turn:
         if not first:
-            first, before = time.perf_counter(), turn.stats.completion_tokens
+            first, cpu = time.perf_counter(), time.process_time()
+            before = turn.stats.completion_tokens
         sink.write(piece)
         sink.flush()
-    end = time.perf_counter()
+    wall, cpu = time.perf_counter() - first, time.process_time() - cpu
     assert turn.stats.completion_tokens == n, turn.stats
-    return (n - before) / (end - first)
+    return (n - before) / wall, (n - before) / cpu
 
 
 def ask_loop(path: Path, n: int, seed: int = 1) -> float:
@@ -160,24 +171,34 @@ def ask_loop(path: Path, n: int, seed: int = 1) -> float:
     return float(found.group(1))
 
 
-def per_token_cost(chain: str, threads: int, n: int) -> tuple[float, float, float]:
-    """(seconds per token, first-half, second-half) of an n-token reply through the engine."""
+def per_token_cost(chain: str, threads: int, n: int) -> dict[str, float]:
+    """Seconds per token (wall and process CPU) of an n-token reply through the path `ask` and
+    the chat screen take (ChatController -> ChatSession -> LlamaEngine), over the whole reply
+    and over its first and second halves (by token count, not by pieces shown)."""
+    import threading
+
+    from baize_tui.chat_core import ChatController, ChatSettings
     from baize_tui.engines.base import SamplingParams
     from baize_tui.engines.llama import LlamaEngine
 
     engine = LlamaEngine(build(chain), n_threads=threads, max_ctx=4096)
     try:
-        prompt = "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
-        stamps = []
-        gen = engine.stream(prompt, SamplingParams(max_new_tokens=n, seed=1))
-        for _ in gen:
-            stamps.append(time.perf_counter())
-        assert gen.stats.completion_tokens == n, gen.stats
-        half = len(stamps) // 2
-        whole = (stamps[-1] - stamps[0]) / n
-        first = (stamps[half] - stamps[0]) / half
-        second = (stamps[-1] - stamps[half]) / (len(stamps) - 1 - half)
-        return whole, first, second
+        settings = ChatSettings(model="bench", params=SamplingParams(max_new_tokens=n, seed=1))
+        turn = ChatController(engine, None).send(settings, "Hello", threading.Event())
+        stamps: list[tuple[int, float, float]] = []  # (tokens so far, wall, cpu) per piece
+        for _ in turn:
+            stamps.append((turn.stats.completion_tokens, time.perf_counter(),
+                           time.process_time()))
+        assert turn.stats.completion_tokens == n, turn.stats  # the whole reply, every time
+        mid = next(s for s in stamps if s[0] >= n // 2)
+        first, last = stamps[0], stamps[-1]
+
+        def per(a: tuple[int, float, float], b: tuple[int, float, float], i: int) -> float:
+            return (b[i] - a[i]) / (b[0] - a[0])
+
+        return {"wall": per(first, last, 1), "cpu": per(first, last, 2),
+                "first": per(first, mid, 2), "second": per(mid, last, 2),
+                "chars": float(len(turn.text))}
     finally:
         engine.close()
 
@@ -204,6 +225,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads (default: what `ask` uses, the physical cores); fewer "
                              "pins this process (and `ask`) to that many CPUs")
+    parser.add_argument("--no-library", action="store_true",
+                        help="(c) without llama-cpp-python's own stream (slow) for reference")
     parser.add_argument("--no-ask", action="store_true",
                         help="(b) without the `baize-tui ask` subprocess rows")
     parser.add_argument("--repeats", type=int, default=3)
@@ -246,34 +269,33 @@ def decode_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], No
 
     path = build_decode_model()
     engine = LlamaEngine(path, n_threads=args.threads, max_ctx=4096)
-    ours, bare, ask = [], [], []
+    ours, bare = [], []
     try:
         bare_loop(engine.llama, 16)  # warm the weights' pages and the threads
         for r in range(args.repeats):
-            seed = r + 1
-            bare.append(bare_loop(engine.llama, args.tokens, seed))
-            ours.append(controller_loop(engine, args.tokens, seed))
+            bare.append(bare_loop(engine.llama, args.tokens, r + 1))
+            ours.append(controller_loop(engine, args.tokens, r + 1))
     finally:
         engine.close()
-    o, b = statistics.median(ours), statistics.median(bare)
-    ratios = sorted(x / y for x, y in zip(ours, bare, strict=True))
-    row(f"(b) decode tok/s, {args.tokens} tok: ChatController path vs bare generate loop",
-        f"{o:.1f} vs {b:.1f} (median of {args.repeats})", f"{o / b:.3f} x", ">= 0.95 x")
-    row("    per-round ratios (ours / bare, same round)",
-        " ".join(f"{x:.2f}" for x in ratios), f"{statistics.median(ratios):.3f} x", "")
+    for i, what in ((0, "wall"), (1, "process CPU")):
+        o, b = statistics.median(x[i] for x in ours), statistics.median(x[i] for x in bare)
+        ratios = [x[i] / y[i] for x, y in zip(ours, bare, strict=True)]
+        row(f"(b) decode tok/s ({what}), {args.tokens} tok: ChatController path vs bare "
+            f"generate", f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x")
+        row("    per-round ratios (ours / bare, same round), median",
+            " ".join(f"{x:.2f}" for x in ratios), f"{statistics.median(ratios):.3f} x", "")
     if args.no_ask:
         return
-    anchor: list[float] = []
+    ask, anchor = [], []
     for r in range(args.repeats):
-        seed = r + 1
-        ask.append(ask_loop(path, args.tokens, seed))
+        ask.append(ask_loop(path, args.tokens, r + 1))
         llm = _bare_model(path, args.threads)
         try:
-            anchor.append(bare_loop(llm, args.tokens, seed))
+            anchor.append(bare_loop(llm, args.tokens, r + 1)[0])
         finally:
-            llm.close()
+            llm.close()  # type: ignore[attr-defined]
     o, b = statistics.median(ask), statistics.median(anchor)
-    row("    `baize-tui ask --stats` (subprocess) vs bare loop (fresh Llama)",
+    row("    `baize-tui ask --stats` (subprocess) vs bare loop (fresh Llama), wall",
         f"{o:.1f} vs {b:.1f}", f"{o / b:.3f} x", ">= 0.95 x")
 
 
@@ -285,21 +307,34 @@ def _bare_model(path: Path, threads: int) -> object:
 
 
 def per_token_rows(args: argparse.Namespace, row: Callable[[str, str, str, str], None]) -> None:
-    """(c): byte-token replies vs plain text, and the library's stream for reference."""
+    """(c): byte-token replies vs plain text (CPU time, which survives a loaded machine better
+    than wall time; wall time alongside), and the library's stream for reference."""
     n = 2000
-    plain, _, _ = per_token_cost("text", args.threads, n)
+    plain = [per_token_cost("text", args.threads, n) for _ in range(args.repeats)]
+    p_cpu = statistics.median(c["cpu"] for c in plain)
+    p_wall = statistics.median(c["wall"] for c in plain)
+    p_first = statistics.median(c["first"] for c in plain)
+    p_second = statistics.median(c["second"] for c in plain)
+    row("(c) second half / first half (CPU), plain text (attention grows with the context)",
+        f"{p_second * 1e3:.2f} / {p_first * 1e3:.2f} ms", f"{p_second / p_first:.2f} x", "")
     for chain, label in (("bytes", "byte tokens (valid 中)"), ("invalid", "bytes never valid")):
-        cost, first, second = per_token_cost(chain, args.threads, n)
-        row(f"(c) per-token cost, {label} vs plain text, {n} tokens",
-                     f"{cost * 1e3:.2f} vs {plain * 1e3:.2f} ms", f"{cost / plain:.2f} x",
-                     "<= 1.1 x")
-        row(f"    second half / first half, {label}",
-                     f"{second * 1e3:.2f} / {first * 1e3:.2f} ms", f"{second / first:.2f} x",
-                     "~1.0 x (flat)")
+        runs = [per_token_cost(chain, args.threads, n) for _ in range(args.repeats)]
+        cpu = statistics.median(c["cpu"] for c in runs)
+        wall = statistics.median(c["wall"] for c in runs)
+        row(f"(c) per-token CPU, {label} vs plain text, {n} tokens",
+            f"{cpu * 1e3:.2f} vs {p_cpu * 1e3:.2f} ms", f"{cpu / p_cpu:.2f} x", "<= 1.1 x")
+        row("    same, wall", f"{wall * 1e3:.2f} vs {p_wall * 1e3:.2f} ms",
+            f"{wall / p_wall:.2f} x", "<= 1.1 x")
+        first = statistics.median(c["first"] for c in runs)
+        second = statistics.median(c["second"] for c in runs)
+        row(f"    second half / first half (CPU), {label}",
+            f"{second * 1e3:.2f} / {first * 1e3:.2f} ms", f"{second / first:.2f} x",
+            "~ plain's (flat)")
+    if args.no_library:
+        return
     lib = library_stream_cost(args.threads, n)
-    row("    reference: create_completion(stream=True), byte tokens",
-                 f"{lib * 1e3:.2f} ms/token", f"{lib / plain:.2f} x plain", "(not ours)")
-
+    row("    reference: create_completion(stream=True), byte tokens, wall",
+        f"{lib * 1e3:.2f} ms/token", f"{lib / p_wall:.2f} x plain", "(not ours)")
 
 
 if __name__ == "__main__":

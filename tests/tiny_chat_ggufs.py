@@ -22,7 +22,8 @@ matrix maps each token to its successor with a wide margin. So a reply is predic
 depending on BLAS rounding: after the generation prompt the model says ``chain`` (by default
 "Hello ▁there !") and then the format's end-of-turn token. ``chain="bytes"`` makes every
 reply the byte tokens of "中" repeated, ``chain="invalid"`` the byte 0xFF repeated (never valid
-UTF-8), ``chain="text"`` "Hello ▁there ▁Hello ▁there …", all without an end (for benchmarks).
+UTF-8), ``chain="mixed"`` "中", 0xFF, 0xE5 (a character's start cut short) and "Hello" repeated,
+``chain="text"`` "Hello ▁there ▁Hello ▁there …", all without an end (for benchmarks).
 """
 
 from __future__ import annotations
@@ -170,6 +171,10 @@ def _successors(tokens: list[str], kind: str, chain: str, end: int) -> dict[int,
                                    byte_ids[2]: byte_ids[0]}
     elif chain == "invalid":
         start, nxt = ff, {ff: ff}
+    elif chain == "mixed":  # 中, then 0xFF, then 0xE5 cut short by "Hello", and again
+        e5 = _piece_id(tokens, byte(0xE5)) if kind == "bpe" else _piece_id(tokens, "<0xE5>")
+        start, nxt = byte_ids[0], {byte_ids[0]: byte_ids[1], byte_ids[1]: byte_ids[2],
+                                   byte_ids[2]: ff, ff: e5, e5: opening, opening: byte_ids[0]}
     elif chain == "text":
         start, nxt = opening, {opening: there, hello: there, there: hello}
     else:
