@@ -142,3 +142,34 @@ def test_preview_with_template_base(family, tmp_path, capsys) -> None:
                  "--template", "base", "--plain"])
     err = capsys.readouterr().err
     assert code == 2 and "no chat template" in err and "Traceback" not in err
+
+
+def test_train_run_base_records_it_and_merge_embeds_the_bases_template(family, tmp_path,
+                                                                       monkeypatch) -> None:
+    """train run --template base on the ChatML (SmolLM-shaped) base: the record says base,
+    and baize-convert merge reads it and embeds the base tokenizer's own template."""
+    from transformers import AutoTokenizer
+
+    from baize_convert.cli import main as convert_main
+    from baize_convert.inspect_gguf import open_header
+    from baize_tui.cli import main
+    from baize_tui.train.runs import Run
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": _messages(None, TURNS[:k])}) + "\n"
+                            for k in (1, 2, 3) * 4))
+    out = tmp_path / "run"
+    code = main(["train", "run", "--base", str(family["smollm"]), "--data", str(data),
+                 "--out", str(out), "--max-steps", "1", "--batch-size", "2",
+                 "--micro-batch-size", "2", "--cutoff-len", "128", "--val-size", "2",
+                 "--template", "base", "--wait"])
+    run = Run(out)
+    assert code == 0, run.log_file.read_text()[-3000:]
+    record = json.loads((run.adapter_dir / "baize_train.json").read_text())
+    assert record == {"template": "base"}
+    gguf = tmp_path / "merged.gguf"
+    assert convert_main(["merge", "--lora", str(run.adapter_dir), "-o", str(gguf)]) == 0
+    template = open_header(gguf).get("tokenizer.chat_template")
+    assert template == AutoTokenizer.from_pretrained(family["smollm"]).chat_template
