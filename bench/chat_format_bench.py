@@ -1,22 +1,30 @@
 """Benchmark: chat formats and the token-by-token decode loop, each against its anchor.
 
-Builds (once, cached in the temp dir) ChatML GGUFs with tests/tiny_chat_ggufs.py — a real
-llama-architecture model (GQA, 8 layers, hidden 512, FFN 1408, F32, about 25M parameters) whose
-greedy reply is designed, so the reply's shape is fixed: plain text, byte tokens, or bytes that
-never form valid UTF-8 — and measures:
+Builds (once, cached in the temp dir) ChatML GGUFs with tests/tiny_chat_ggufs.py — real
+llama-architecture models (GQA, RMS norm, rope) whose greedy reply is designed, so the reply's
+shape is fixed and never ends on its own: plain text, byte tokens, or bytes that never form
+valid UTF-8 — and measures:
 
   (a) time to first token at turn 8 of a ChatML conversation with ~1,500 tokens of history
-      vs turn 1 (the KV cache must serve the history). Target <= 1.3 x.
-  (b) decode tokens/s through ``baize-tui ask`` (a subprocess; ``--stats``) vs a bare
-      ``Llama.generate`` token loop (decode + sample, no text handling) on the same GGUF,
-      sampling and threads, alternating, median of N. Target >= 0.95 x.
+      vs turn 1 (the KV cache must serve the history); 8 layers, hidden 512, F32 (~25M).
+      Target <= 1.3 x.
+  (b) decode tokens/s through the path `ask` takes (ChatController -> ChatSession ->
+      LlamaEngine's token loop) vs a bare ``Llama.generate`` loop (decode + sample, no text
+      handling) on the same loaded model, sampling, seed and threads, the same number of
+      tokens, alternating rounds; wall and process-CPU rates, medians and per-round ratios;
+      then `baize-tui ask --stats` itself (a subprocess) vs a bare loop on a fresh Llama.
+      Model: 12 layers, FFN 2816, random F16 matrices (~61M). Target >= 0.95 x.
   (c) per-token cost of a 2,000-token reply made of byte tokens (valid "中", and bytes that
-      are never valid) vs a plain-text reply of the same length, through the engine.
-      Target <= 1.1 x; also the second half of the reply vs the first (flat cost: ~1.0 x).
-      For reference, llama-cpp-python's ``create_completion(stream=True)`` on the same
-      byte-token reply.
+      are never valid) vs a plain-text reply of the same length, through the ChatController
+      path (each reply checked to be exactly 2,000 tokens); process CPU (robust on a loaded
+      machine) and wall; second half vs first half. Target <= 1.1 x. For reference,
+      llama-cpp-python's ``create_completion(stream=True)`` on the byte-token reply.
 
-    python bench/chat_format_bench.py [--threads N] [--repeats N] [--tokens N]
+    python bench/chat_format_bench.py [--threads N] [--repeats N] [--tokens N] [--parts acb]
+                                      [--no-ask] [--no-library]
+
+``--threads N`` below the physical cores pins this process (and the `ask` it starts) to N
+CPUs, so both sides use N threads; on a shared, loaded machine 1 thread gives steadier ratios.
 """
 
 from __future__ import annotations
