@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.live_stats import LiveStats
 from baize_tui.ui.screens import ConfirmScreen, PromptScreen, SettingsScreen
 from baize_tui.ui.sidebar import Sidebar
+from baize_tui.ui.status_line import FittedStatusBar
 from baize_tui.ui.textual_compat import OneLayoutPass, install_reflow_compositor
 from baize_tui.ui.turn_flow import (  # noqa: F401  (constants re-exported for tests)
     GC_AFTER_REPLY,
@@ -49,7 +51,7 @@ from baize_tui.ui.turn_flow import (  # noqa: F401  (constants re-exported for t
     ThreadBridge,
 )
 from baize_tui.ui.turn_undo import UNDO_S, TurnUndo
-from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, StatusBar, code_blocks
+from baize_tui.ui.widgets import ChatInput, MessageInfo, MessageView, code_blocks
 
 if TYPE_CHECKING:
     from baize_tui.ui.app import BaizeApp
@@ -201,7 +203,7 @@ class ChatScreen(OneLayoutPass, Screen[None]):
                 yield VerticalScroll(id="transcript")
                 yield Static("", id="edit-banner", markup=False)
                 yield ChatInput(id="prompt")
-                yield StatusBar(id="status")
+                yield FittedStatusBar(id="status")
         yield Footer()
 
     @property
@@ -215,9 +217,9 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         return self.query_one("#prompt", ChatInput)
 
     @property
-    def status(self) -> StatusBar:
+    def status(self) -> FittedStatusBar:
         """The status line."""
-        return self.query_one("#status", StatusBar)
+        return self.query_one("#status", FittedStatusBar)
 
     @property
     def sidebar(self) -> Sidebar:
@@ -241,7 +243,8 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         else:
             # Load after the first frame: the screen shows before llama.cpp is even imported.
             settings = self.settings
-            self.call_after_refresh(self.baize.ensure_model, settings.model, settings.n_ctx)
+            self.call_after_refresh(self.baize.ensure_model, settings.model, settings.n_ctx,
+                                    settings.lora)
 
     # ------------------------------------------------------------------ model state
 
@@ -249,6 +252,7 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         app = self.baize
         status = self.status
         status.model_label = app.model_label
+        status.lora = Path(app.model_lora).name if app.model_lora else ""
         self._show_format(announce=state == "ready")
         status.n_ctx = app.engine.n_ctx if app.engine is not None else 0
         if state == "loading":
@@ -342,16 +346,27 @@ class ChatScreen(OneLayoutPass, Screen[None]):
             self.settings = ChatSettings.from_config(self.baize.config, self.baize.model_spec)
         else:
             conv = history.get_conversation(conversation_id)
-            self.settings = ChatSettings.from_conversation(
+            self.settings = self._lora_still_there(ChatSettings.from_conversation(
                 conv.model or self.baize.model_spec, conv.system_prompt, conv.params
-            )
+            ))
         self.status.dropped_turns = 0
         self.status.tokens_per_s = None
         self.status.ttft_s = None
         await self.reload_transcript()
         self.sidebar.set_current(conversation_id)
         self._show_format()
-        self.baize.ensure_model(self.settings.model, self.settings.n_ctx)
+        self.baize.ensure_model(self.settings.model, self.settings.n_ctx, self.settings.lora)
+
+    def _lora_still_there(self, settings: ChatSettings) -> ChatSettings:
+        """The settings of a reopened chat, without its LoRA adapter if the file is gone
+        (saying so: the chat goes on with the base model until F2 names another)."""
+        if settings.lora and not Path(settings.lora).expanduser().is_file():
+            self.notify(f"This chat used the LoRA adapter {settings.lora}, which is gone; "
+                        "it goes on with the base model. Choose another adapter in the chat "
+                        "settings (F2).", title="LoRA adapter missing", severity="warning",
+                        timeout=10)
+            return replace(settings, lora=None)
+        return settings
 
     async def reload_transcript(self, focus_message: int | None = None) -> None:
         """Redraw the shown thread from history (after a branch switch, an edit, a delete)."""
@@ -890,7 +905,7 @@ class ChatScreen(OneLayoutPass, Screen[None]):
             self.baize.history.update_conversation(
                 self.conversation_id, system_prompt=settings.system_prompt,
                 model=settings.model, params=settings.stored_params())
-        self.baize.ensure_model(settings.model, settings.n_ctx)
+        self.baize.ensure_model(settings.model, settings.n_ctx, settings.lora)
         self._show_format()
         self.notify("Settings saved; they apply from the next message.", timeout=3)
 

@@ -109,3 +109,30 @@ class ModelList(OptionList):
         field.value = str(event.option.id)
         field.cursor_position = len(field.value)
         field.focus()
+
+
+def checked_lora(model: str, lora: str) -> str | None:
+    """The LoRA adapter field's value, checked against the model field: blank is none; else
+    an existing GGUF LoRA adapter made for this GGUF model, as an absolute path (so the
+    conversation can be continued from anywhere). A :class:`UserError` says what is wrong."""
+    from baize_tui.errors import UserError
+
+    if not lora:
+        return None
+    kind, sep, _ = model.partition(":")
+    if sep and kind in ("openai", "hf"):
+        raise UserError(f"applies to a GGUF model, not {kind}:… (for hf:, give the adapter "
+                        "in the model field as hf:BASE+LORA)")
+    from baize_tui.engines.llama import check_lora_gguf
+    from baize_tui.engines.lora_match import check_lora_matches
+
+    try:
+        path = check_lora_gguf(Path(lora).expanduser().absolute())
+    except UserError as exc:  # name this form's fields, not the command line's flags
+        raise UserError(str(exc).replace(
+            "give it with -m, and an adapter made by `baize-convert lora` with --lora",
+            "put it in the Model field; an adapter is made by `baize-convert lora`")) from None
+    base = Path(model).expanduser()
+    if base.is_file():
+        check_lora_matches(base, path)
+    return str(path)

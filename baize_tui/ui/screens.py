@@ -80,6 +80,10 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         }
         yield Label("Model (PATH.gguf, openai:MODEL, hf:BASE[+LORA])")
         yield from self.compose_model_field(s.model)
+        yield Label("LoRA adapter (ADAPTER.gguf from baize-convert lora; blank = none)")
+        from baize_tui.ui.pickers import PathInput
+
+        yield PathInput(s.lora or "", id="lora", placeholder="none")
         yield Label("Chat format (auto: the model's chat template, or Baize's when it "
                     "has none)")
         yield Select([(c, c) for c in FORMAT_CHOICES], value=s.format, id="format",
@@ -152,8 +156,14 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         if self.settings.system_prompt is None and system == self.default_system:
             system = None  # untouched: keep following the format's default
         fmt = str(self.query_one("#format", Select).value)
+        from baize_tui.ui.pickers import checked_lora
+
+        try:
+            lora = checked_lora(model, value("lora"))
+        except UserError as exc:
+            raise FieldError(f"LoRA adapter: {exc}", "lora") from None
         return replace(self.settings, model=model, system_prompt=system, params=params,
-                       n_ctx=n_ctx, format=fmt)
+                       n_ctx=n_ctx, format=fmt, lora=lora)
 
 
 # --------------------------------------------------------------------------- small dialogs
