@@ -196,6 +196,41 @@ async def test_settings_model_field_lists_known_models(tiny_gguf: Path) -> None:
         await wait_until(pilot, lambda: field.value == str(tiny_gguf))
 
 
+async def test_settings_model_picker_lists_the_endpoints_in_the_config() -> None:
+    """[openai] models in config.toml, and what the configured endpoint lists at GET
+    /models (a real HTTP server), are offered beside the models already used."""
+    from openai_server import OpenAITestServer
+
+    from baize_tui.config import set_value
+    from baize_tui.ui.pickers import ModelList
+
+    with OpenAITestServer(model="served-model") as server:
+        set_value("openai.base_url", server.base_url)
+        set_value("openai.models", ["configured-model"])
+        app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+        async with app.run_test(size=SMALL) as pilot:
+            await ready(pilot, app)
+            await pilot.press("f2")
+            await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+            picker = app.screen.query_one("#model-list", ModelList)
+
+            def specs() -> list[str]:
+                return [str(picker.get_option_at_index(i).id)
+                        for i in range(picker.option_count)]
+
+            assert "openai:configured-model" in specs()  # at once, from the config
+            await wait_until(pilot, lambda: "openai:served-model" in specs(),
+                             what="the endpoint's own list", why=lambda: str(specs()))
+            assert any(r.path.endswith("/models") for r in server.requests)
+            field = app.screen.query_one("#model", Input)
+            field.value = "served"
+            await wait_until(pilot, lambda: specs() == ["openai:served-model"])
+            picker.focus()
+            picker.highlighted = 0
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: field.value == "openai:served-model")
+
+
 async def test_sidebar_collapses_on_a_narrow_terminal() -> None:
     app = scripted_app(ScriptedEngine(["x"]))
     async with app.run_test(size=SMALL) as pilot:

@@ -878,13 +878,19 @@ class ChatScreen(OneLayoutPass, Screen[None]):
         current = self.settings or ChatSettings.from_config(self.baize.config)
         resolved = self.chat_format()
         default_system = resolved.format.default_system if resolved is not None else None
+        from baize_tui.endpoints import listed_specs
+
+        config = self.baize.config
         new = await self.app.push_screen_wait(
-            SettingsScreen(current, self.known_models(), default_system=default_system))
+            SettingsScreen(current, self.known_models(), default_system=default_system,
+                           more_models=lambda: listed_specs(config)))
         if new is not None:
             self.apply_settings(new)
 
     def known_models(self) -> list[str]:
-        """Model specs for the settings' picker: in use, default, recent, on disk."""
+        """Model specs for the settings' picker: in use, default, recent, on disk, and the
+        endpoints' models configured in config.toml (``[openai] models``)."""
+        from baize_tui.endpoints import configured_specs
         from baize_tui.known_models import known_specs
 
         try:
@@ -896,7 +902,8 @@ class ChatScreen(OneLayoutPass, Screen[None]):
             on_disk = []
         return known_specs(default=str(self.baize.config.get("model", {}).get("default") or ""),
                            current=(self.settings.model if self.settings else ""),
-                           history=self.baize.history, on_disk=on_disk)
+                           history=self.baize.history, on_disk=on_disk,
+                           endpoints=configured_specs(self.baize.config))
 
     def apply_settings(self, settings: ChatSettings) -> None:
         """Use new settings from the next turn on (saved with the conversation)."""

@@ -78,8 +78,13 @@ class ModelInput(Input):
     """The model field: completes known models and paths."""
 
     def __init__(self, value: str, known: list[str], *, id: str | None = None) -> None:
-        super().__init__(value, id=id, compact=True, suggester=PathSuggester(known))
+        self._suggester = PathSuggester(known)
+        super().__init__(value, id=id, compact=True, suggester=self._suggester)
         self.known = known
+
+    def add_known(self, specs: list[str]) -> None:
+        """Complete ``specs`` too."""
+        self._suggester.known.extend(s for s in specs if s not in self._suggester.known)
 
 
 def filter_models(known: Iterable[str], text: str) -> list[str]:
@@ -93,11 +98,22 @@ class ModelList(OptionList):
 
     def __init__(self, known: list[str], target: str, *, id: str | None = None) -> None:
         super().__init__(*[Option(spec, id=spec) for spec in known], id=id, compact=True)
-        self.known = known
+        self.known = list(known)
+        self.display = bool(known)  # shown once there is something to pick
         self.target = target
+
+    def add_known(self, specs: list[str]) -> None:
+        """List ``specs`` too (narrowed like the rest to what the model field holds)."""
+        self.known = [*self.known, *(s for s in specs if s not in self.known)]
+        try:
+            text = self.screen.query_one(f"#{self.target}", Input).value
+        except Exception:  # not on a screen with the field (yet)
+            text = ""
+        self.narrow(text)
 
     def narrow(self, text: str) -> None:
         """Show only the models matching ``text`` (all of them when it is one of them)."""
+        self.display = bool(self.known)
         shown = self.known if text in self.known else filter_models(self.known, text)
         self.clear_options()
         self.add_options([Option(spec, id=spec) for spec in shown])

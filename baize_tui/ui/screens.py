@@ -5,6 +5,7 @@ each have a module of their own beside this one."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,14 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
     dialog_id = "settings-dialog"
 
     def __init__(self, settings: ChatSettings, known_models: list[str] | None = None, *,
-                 default_system: str | None = None) -> None:
+                 default_system: str | None = None,
+                 more_models: Callable[[], list[str]] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.known_models = known_models or []
+        #: asked off the UI thread once the dialog shows (an endpoint's model list): more
+        #: specs for the picker
+        self.more_models = more_models
         #: shown when the chat uses its format's default system prompt (``system_prompt=None``)
         self.default_system = default_system or ""
 
@@ -105,8 +110,29 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         from baize_tui.ui.pickers import ModelInput, ModelList
 
         yield ModelInput(model, self.known_models, id="model")
-        if self.known_models:
-            yield ModelList(self.known_models, "model", id="model-list")
+        yield ModelList(self.known_models, "model", id="model-list")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if self.more_models is not None:
+            self._more_models(self.more_models)
+
+    @work(thread=True, group="more-models", exit_on_error=False)
+    def _more_models(self, more: Callable[[], list[str]]) -> None:
+        specs = more()
+        if specs:
+            self.app.call_from_thread(self.add_models, specs)
+
+    def add_models(self, specs: list[str]) -> None:
+        """Offer ``specs`` too (in the list and the field's completion), each once."""
+        from baize_tui.ui.pickers import ModelInput, ModelList
+
+        new = [spec for spec in specs if spec not in self.known_models]
+        if not new or not self.is_mounted:
+            return
+        self.known_models.extend(new)
+        self.query_one("#model", ModelInput).add_known(new)
+        self.query_one("#model-list", ModelList).add_known(new)
 
     @on(Input.Changed, "#model")
     def _model_typed(self, event: Input.Changed) -> None:
