@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hub_server import HubServer
 from textual import events
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, ListView, ProgressBar, Static, TextArea
@@ -530,6 +531,44 @@ async def test_first_run_path_field_completes_as_you_type(tiny_gguf: Path) -> No
                 break
             await pilot.pause(0.05)
         assert field.value == str(tiny_gguf)
+
+
+async def test_ctrl_q_asks_first_during_a_real_download(hub: HubServer, tiny_gguf: Path) -> None:
+    """A real download from the local hub (tests/hub_server.py), throttled until the test
+    lets it finish: Ctrl+Q asks first while it runs, n keeps it going, and once it is done
+    Ctrl+Q quits at once."""
+    repo_dir = hub.add_repo("someone/tiny-GGUF", files={"README.md": b"# tiny\n"})
+    shutil.copy(tiny_gguf, repo_dir / "tiny-llama-Q4_K_M.gguf")
+    release = hub.throttle("someone/tiny-GGUF/tiny-llama-Q4_K_M.gguf")
+    app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+    try:
+        async with app.run_test(size=SMALL) as pilot:
+            await ready(pilot, app)
+            await pilot.press("f8")
+            await wait_until(pilot, lambda: isinstance(app.screen, ModelsScreen))
+            models = app.screen
+            assert isinstance(models, ModelsScreen)
+            models.query_one("#repo", Input).value = "someone/tiny-GGUF"
+            models.action_get()
+            bar = models.query_one("#pull-progress", ProgressBar)
+            await wait_until(pilot, lambda: (bar.progress or 0) > 0, timeout=30,
+                             what="bytes arriving")
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            question = app.screen.question
+            assert "download" in question and "resumed" in question
+            await pilot.press("n")
+            await wait_until(pilot, lambda: app.screen is models)
+            assert app.is_running and app.active_work() != []
+            assert (bar.progress or 0) < (bar.total or 0)  # still downloading
+            release.set()
+            await wait_until(pilot, lambda: app.active_work() == [], timeout=60,
+                             what="the download to finish")
+            assert (get_paths().models_dir / "tiny-llama-Q4_K_M.gguf").exists()
+            await pilot.press("ctrl+q")  # nothing running: quits at once
+            await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
+    finally:
+        release.set()
 
 
 async def test_ctrl_q_asks_first_while_a_download_runs() -> None:
