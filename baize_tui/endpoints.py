@@ -47,8 +47,9 @@ def configured_specs(config: dict[str, Any]) -> list[str]:
 
 def endpoint_url(config: dict[str, Any]) -> str:
     """The configured endpoint's base URL (``OPENAI_BASE_URL`` wins), or ``""``."""
-    return (os.environ.get("OPENAI_BASE_URL") or str(_section(config).get("base_url") or "")
-            ).rstrip("/")
+    return (
+        os.environ.get("OPENAI_BASE_URL") or str(_section(config).get("base_url") or "")
+    ).rstrip("/")
 
 
 def listed_specs(config: dict[str, Any], timeout: float = LIST_TIMEOUT_S) -> list[str]:

@@ -16,7 +16,7 @@ from hub_server import HubServer
 from textual import events
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, ListView, ProgressBar, Static, TextArea
-from ui_helpers import ScriptedEngine, ready, scripted_app, send, wait_until
+from ui_helpers import ScriptedEngine, ready, scripted_app, send, settled, wait_until
 
 from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
@@ -531,6 +531,34 @@ async def test_first_run_path_field_completes_as_you_type(tiny_gguf: Path) -> No
                 break
             await pilot.pause(0.05)
         assert field.value == str(tiny_gguf)
+
+
+async def test_every_status_line_field_fits_at_80_and_100_columns() -> None:
+    """The status line at 80x24 (no chat list) and 100x30 (the chat list takes 31 columns):
+    every field is still there, shortened by importance, none cut off at the edge."""
+    for size in (SMALL, (100, 30)):
+        app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+        async with app.run_test(size=size) as pilot:
+            screen = await ready(pilot, app)
+            status = screen.status
+            status.model_label = "baize-v2-7b-Q4_K_M.gguf"
+            status.lora = "sft-adapter.gguf"
+            status.chat_format = "template (auto)"
+            status.n_ctx, status.used_tokens = 4096, 1234
+            status.live_tokens, status.tokens_per_s, status.ttft_s = 321, 45.3, 0.42
+            for state, stalled, dropped in (("generating…", 12.0, 0), ("", None, 2)):
+                status.state, status.stalled_s, status.dropped_turns = state, stalled, dropped
+                await settled(pilot)
+                line = status.render_line(0).text.strip()
+                assert status.region.right <= size[0]
+                assert not line.endswith("…"), (size, line)  # not cut at the edge
+                # what matters most is always there (TTFT was cut off at 100 columns) ...
+                wanted = ["baize-v2", "LoRA", "1234/4096", "45", "TTFT 0.4"]
+                wanted += ["silent 12s"] if state else ["321", "⚠", "2 turn"]
+                # ... and with no chat list beside it, the chat format too
+                wanted += ["templ"] if size == SMALL and not state else []
+                for piece in wanted:
+                    assert piece in line, (size, piece, line)
 
 
 async def test_ctrl_q_asks_first_during_a_real_download(hub: HubServer, tiny_gguf: Path) -> None:

@@ -64,14 +64,15 @@ def _meter(used: int, n_ctx: int, width: int) -> Text:
 def _state_field(bar: StatusBar) -> Field | None:
     if not bar.state:
         return None
-    frame = _SPINNER[bar.spinner % len(_SPINNER)] if bar.state.endswith("…") else "!"
+    busy = bar.state.endswith("…")  # loading, generating, stopping: the spinner says it
+    frame = _SPINNER[bar.spinner % len(_SPINNER)] if busy else "!"
     full = f"{frame} {bar.state}"
     return Field(
         100,
         [
             _styled(full, "bold"),
-            _styled(shorten(full, 40), "bold"),
             _styled(shorten(full, 24), "bold"),
+            _styled(frame if busy else shorten(full, 16), "bold"),
         ],
     )
 
@@ -83,14 +84,14 @@ def _model_field(bar: StatusBar) -> Field:
 
 def _numbers(bar: StatusBar) -> list[Field]:
     out = []
+    if bar.live_tokens is not None:
+        out.append(Field(50, [Text(f"{bar.live_tokens} tok"), Text(f"{bar.live_tokens}t")]))
     if bar.tokens_per_s is not None:
         rate = bar.tokens_per_s
         out.append(Field(60, [Text(f"{rate:.1f} tok/s"), Text(f"{rate:.0f} t/s")]))
     if bar.ttft_s is not None:
         ttft = bar.ttft_s
         out.append(Field(55, [Text(f"TTFT {ttft:.2f}s"), Text(f"TTFT {ttft:.1f}")]))
-    if bar.live_tokens is not None:
-        out.append(Field(50, [Text(f"{bar.live_tokens} tok"), Text(f"{bar.live_tokens}t")]))
     return out
 
 
