@@ -561,6 +561,28 @@ async def test_every_status_line_field_fits_at_80_and_100_columns() -> None:
                     assert piece in line, (size, piece, line)
 
 
+def test_status_line_never_overflows_and_drops_the_least_important_first() -> None:
+    """At any width the line fits; fields are shortened before any is left out, and what is
+    left out goes least important first (the meter's bar, the format, the token count)."""
+    from types import SimpleNamespace
+
+    from baize_tui.ui.status_line import fit, status_fields
+
+    bar = SimpleNamespace(state="generating…", spinner=0, model_label="baize-v2-7b-Q4_K_M.gguf",
+                          chat_format="template (auto)", n_ctx=4096, used_tokens=1234,
+                          live_tokens=321, tokens_per_s=45.3, ttft_s=0.42, stalled_s=None,
+                          dropped_turns=0)
+    full = fit(status_fields(bar, "sft.gguf"), 500).plain  # type: ignore[arg-type]
+    assert "format template (auto)" in full and "TTFT 0.42s" in full and "█" in full
+    for width in range(10, 130):
+        line = fit(status_fields(bar, "sft.gguf"), width).plain  # type: ignore[arg-type]
+        assert len(line) <= width, (width, line)
+        if "templ" in line:  # the format outranks the meter's bar: the bar went first
+            assert "TTFT" in line and "1234/4096" in line, (width, line)
+        if width >= 60:
+            assert "TTFT 0.4" in line and "1234/4096" in line and "baize" in line, (width, line)
+
+
 async def test_ctrl_q_asks_first_during_a_real_download(hub: HubServer, tiny_gguf: Path) -> None:
     """A real download from the local hub (tests/hub_server.py), throttled until the test
     lets it finish: Ctrl+Q asks first while it runs, n keeps it going, and once it is done
