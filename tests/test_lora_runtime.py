@@ -169,3 +169,22 @@ async def test_f2_lora_field_applies_shows_and_stores_the_adapter(
         assert any(str(adapter) in n and "gone" in n and "F2" in n for n in notes), notes
         assert "LoRA" not in str(screen.status.render())
         assert len(screen.query("MessageView")) == 4  # the chat is all there
+
+
+def test_adapters_from_baize_convert_match_their_base_and_not_another(
+    tiny: dict[str, Path], tiny_gguf: Path, tmp_path: Path
+) -> None:
+    """The shape check agrees with what `baize-convert lora` writes (and llama.cpp loads):
+    the adapter fits the GGUF of its own base, and one made for a GQA base does not."""
+    from baize_convert.cli import main as convert_main
+    from baize_tui.engines.lora_match import check_lora_matches
+
+    adapter = tmp_path / "v1.gguf"
+    args = ["lora", "--lora", str(tiny["lora_v1"]), "--base", str(tiny["llama"])]
+    assert convert_main([*args, "-o", str(adapter)]) == 0
+    check_lora_matches(tiny_gguf, adapter)  # tiny_gguf is tiny["llama"] converted
+    gqa = tmp_path / "gqa.gguf"
+    args = ["lora", "--lora", str(tiny["lora_gqa"]), "--base", str(tiny["llama_gqa"])]
+    assert convert_main([*args, "-o", str(gqa)]) == 0
+    with pytest.raises(UserError, match="does not match"):
+        check_lora_matches(tiny_gguf, gqa)

@@ -4,7 +4,8 @@ llama.cpp refuses an adapter made for another model with a bare "failed to load"
 matching shape on another model, applies it silently); this check names the file and what
 differs first: the architecture, a tensor the model does not have, or a shape that does not
 line up (``X.lora_a`` is ``[n_in, r]`` and ``X.lora_b`` ``[r, n_out]`` in ggml order, for a
-model tensor ``X`` of ``[n_in, n_out]``). No Textual, no llama.cpp.
+model tensor ``X`` of ``[n_in, n_out]``; for ``token_embd.weight`` llama.cpp expects A and B
+flipped: ``X[0] == B[1]`` and ``X[1] == A[1]``). No Textual, no llama.cpp.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def _pair_problem(
         return f"the model has no tensor {name}"
     if len(a) < 2 or len(b) < 2 or len(base) < 2:
         return f"{name}: not a matrix"
+    if name.endswith("token_embd.weight"):  # llama.cpp keeps A and B flipped for embeddings
+        if base[0] != b[1] or base[1] != a[1]:
+            return f"{name}: the adapter's shape does not fit the model's {base[0]}x{base[1]}"
+        return None
     if a[1] != b[0]:
         return f"{name}: lora_a rank {a[1]} but lora_b rank {b[0]}"
     if a[0] != base[0] or b[1] != base[1]:
