@@ -78,12 +78,45 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
-def process_alive(pid: int | None, needle: str | None = None) -> bool:
+def process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), or None if that cannot be read."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            return float(psutil.Process(pid).create_time())
+        except (psutil.Error, OSError):
+            return None
+    try:  # Linux: field 22 of /proc/PID/stat is the start in clock ticks after boot
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+#: How much later than recorded a process may seem to have started and still be the same one
+#: (clock ticks, the wall clock's adjustments since boot).
+START_SLACK_S = 2.0
+
+
+def process_alive(pid: int | None, needle: str | None = None,
+                  started_by: float | None = None) -> bool:
     """Whether ``pid`` runs and, if ``needle`` is given, its command line contains it (pids get
-    reused: the needle tells our process from a stranger that got the same pid)."""
+    reused: the needle tells our process from a stranger that got the same pid). With
+    ``started_by`` (when our process was known to be running, e.g. just after launching it), a
+    process that started later is a stranger too, whatever its command line says (after a
+    reboot or a long time, a pid comes back to life in another process)."""
     _reap()
     if not pid or pid <= 0 or not _running(pid):
         return False
+    if started_by is not None:
+        start = process_start_time(pid)
+        if start is not None and start > float(started_by) + START_SLACK_S:
+            return False
     if needle is None:
         return True
     cmdline = _cmdline(pid)

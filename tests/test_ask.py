@@ -117,7 +117,6 @@ def test_ask_openai_endpoint(baize_home: Path) -> None:
 def test_ask_ctrl_c_saves_the_partial_reply(tiny_gguf: Path) -> None:
     """An interrupt mid-reply exits 130 and leaves the reply saved as cancelled."""
     import signal
-    import time
 
     with OpenAITestServer(reply="word " * 200, chunk_size=5) as server:
         server.chunk_delay = 0.05
@@ -125,8 +124,7 @@ def test_ask_ctrl_c_saves_the_partial_reply(tiny_gguf: Path) -> None:
                                  server.base_url, "go"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
-        proc.stdout.read(10)  # wait until the reply streams
-        time.sleep(0.1)
+        proc.stdout.read(10)  # wait until the reply streams (it is saved as it streams)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err

@@ -216,7 +216,7 @@ def test_list_conversations_newest_first(store: HistoryStore) -> None:
     for i in range(3):
         store.add_message(first, parent_id=None, role="user", text=f"first {i}")
     store.add_message(second, parent_id=None, role="user", text="second")
-    time.sleep(0.01)
+    time.sleep(0.01)  # not a wait for an event: the next write must get a later timestamp
     store.add_message(first, parent_id=None, role="user", text="first again")  # now the newest
     rows = store.list_conversations()
     assert [r.id for r in rows] == [first, second, third]
@@ -465,6 +465,7 @@ WRITER = """
     from baize_tui.history import HistoryStore
 
     name, conversation, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    (go.parent / f"ready-{name}").touch()  # started and imported: waiting for the others
     while not go.exists():
         time.sleep(0.005)
     store = HistoryStore()  # opened at the same moment as the other writers
@@ -483,7 +484,12 @@ WRITER = """
 def start_writers(tmp_path: Path, jobs: list[tuple[str, str, int]]) -> list[str]:
     go = tmp_path / "go"
     procs = [run_python(WRITER, name, conv, str(n), str(go)) for name, conv, n in jobs]
-    time.sleep(0.3)  # let every interpreter start, then release them together
+    ready = [tmp_path / f"ready-{name}" for name, _, _ in jobs]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in ready):  # every interpreter started; then release them
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+            "a writer did not start"
+        time.sleep(0.01)
     go.write_text("go")
     outputs = []
     for proc in procs:

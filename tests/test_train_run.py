@@ -229,7 +229,7 @@ def test_ai_loss_teaches_the_reply_and_the_stop_marker(tiny: dict[str, Path],
     assert cut_reply(text) == answer
 
 
-def test_a_vanished_trainer_reads_as_dead(tmp_path: Path) -> None:
+def test_a_vanished_trainer_reads_as_interrupted(tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -247,11 +247,11 @@ def test_a_vanished_trainer_reads_as_dead(tmp_path: Path) -> None:
     (run.checkpoints_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")
     (run.checkpoints_dir / "checkpoint-6").mkdir()  # incomplete: no trainer_state.json
     status = run.status()
-    assert status["state"] == "dead" and "resume" in status["message"]
+    assert status["state"] == "interrupted" and "resume" in status["message"]
     assert "checkpoint-4" in status["message"]
     assert run.raw_status()["state"] == "training"  # the file itself is left alone
     # Our own pid with a command line that does not name the run is not the trainer either.
-    write_json_atomic(run.run_file, {"pid": os.getpid(), "launched": 1.0})
+    write_json_atomic(run.run_file, {"pid": os.getpid(), "launched": time.time()})
     assert not run.alive()
 
 

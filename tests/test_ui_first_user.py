@@ -529,7 +529,7 @@ async def test_first_run_path_field_completes_as_you_type(tiny_gguf: Path) -> No
             await pilot.press("right")  # at the end of the field: takes the completion
             if field.value == str(tiny_gguf):
                 break
-            await pilot.pause(0.05)
+            await pilot.pause(0.05)  # poll: no event says the background completion has arrived
         assert field.value == str(tiny_gguf)
 
 

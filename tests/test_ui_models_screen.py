@@ -9,7 +9,7 @@ import pytest
 from hub_server import HubServer
 from textual.app import App
 from textual.widgets import Button, DataTable, Input, ProgressBar, Select, Static
-from ui_helpers import wait_until
+from ui_helpers import press_effect_over, settled, wait_until
 
 from baize_tui import models
 from baize_tui.config import load_config
@@ -124,25 +124,27 @@ async def test_baize_recipe_shows_the_plan_and_asks_first(hub: HubServer,
         screen = app.screen
         assert isinstance(screen, ModelsScreen)
         screen.query_one("#known", Select).value = "project-baize/baize-lora-7B"  # quick pick
-        await pilot.pause(0.1)
-        assert screen.query_one("#repo", Input).value == "project-baize/baize-lora-7B"
+        await wait_until(pilot, lambda: screen.query_one("#repo", Input).value
+                         == "project-baize/baize-lora-7B", what="the quick pick to fill the repo")
         screen.query_one("#quant", Input).value = "q8_0"
 
         # the plan (download, disk, time) comes first; Cancel starts nothing
         await pilot.click("#get")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=30,
                          why=lambda: status(app, "#pull-status"))
+        await settled(pilot)  # the dialog composed and laid out: its buttons take clicks
         body = str(app.screen.query_one(".confirm-body", Static).render())
         assert "disk" in body and "time" in body and "baize-lora-7B-Q8_0.gguf" in body
         await pilot.click("#no")
         await wait_until(pilot, lambda: app.screen is screen)
-        await pilot.pause(0.1)
-        assert "Not started" in status(app, "#pull-status")
+        await wait_until(pilot, lambda: "Not started" in status(app, "#pull-status"),
+                         why=lambda: status(app, "#pull-status"))
         assert not (get_paths().models_dir / "baize-lora-7B-Q8_0.gguf").exists()
 
-        await pilot.pause(0.3)  # past the Get button's press effect
+        await press_effect_over(pilot, "#get")
         await pilot.click("#get")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), timeout=30)
+        await settled(pilot)
         await pilot.click("#yes")
         table = screen.query_one("#models", DataTable)
         await wait_until(pilot, lambda: table.row_count == 1, timeout=60,

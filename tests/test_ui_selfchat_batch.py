@@ -9,7 +9,7 @@ from pathlib import Path
 from batch_server import BatchTestServer
 from textual.app import App
 from textual.widgets import Input, Select, Static
-from ui_helpers import wait_until
+from ui_helpers import press_effect_over, settled, wait_until
 
 from baize_tui.config import set_value
 from baize_tui.paths import get_paths
@@ -48,7 +48,7 @@ async def test_batch_mode_close_while_jobs_run_then_reopen_and_collect(tmp_path:
             screen.query_one("#sc-model", Input).value = "test-model"
             screen.query_one("#sc-base-url", Input).value = server.base_url
             screen.query_one("#sc-via", Select).value = "batch"
-            await pilot.pause(0.3)
+            await settled(pilot)  # the form's changes handled before Start
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: "s001-01 validating" in text_of(screen, "#sc-batch"),
                              why=lambda: text_of(screen, "#sc-message"))
@@ -69,17 +69,18 @@ async def test_batch_mode_close_while_jobs_run_then_reopen_and_collect(tmp_path:
             assert screen2.query_one("#sc-via", Select).value == "batch"
             assert screen2.query_one("#sc-seeds", Input).value == str(seeds)
             screen2.query_one("#sc-via", Select).value = "live"  # would pay for the jobs twice
-            await pilot.pause(0.3)
+            await settled(pilot)
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: "open batch jobs" in text_of(screen2, "#sc-message"))
             assert not screen2.running
             screen2.query_one("#sc-via", Select).value = "batch"
-            await pilot.pause(0.3)
+            await settled(pilot)
+            await press_effect_over(pilot, "#sc-start")
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: screen2.runner is not None and not screen2.running,
                              why=lambda: text_of(screen2, "#sc-message"))
-            await pilot.pause(0.6)
-            assert text_of(screen2, "#sc-message") == "Finished."
+            await wait_until(pilot, lambda: text_of(screen2, "#sc-message") == "Finished.",
+                             why=lambda: text_of(screen2, "#sc-message"))
             assert "s001-01 completed" in text_of(screen2, "#sc-batch")
             assert text_of(screen2, "#sc-counters").startswith("done 5/5")
     ids = [json.loads(x)["id"] for x in (out / "raw.jsonl").read_text().splitlines()]

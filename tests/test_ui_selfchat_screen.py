@@ -10,7 +10,7 @@ from pathlib import Path
 from openai_server import OpenAITestServer
 from textual.app import App
 from textual.widgets import Button, Input, RichLog, Sparkline, Static
-from ui_helpers import wait_until
+from ui_helpers import press_effect_over, settled, wait_until
 
 from baize_tui.paths import get_paths
 from baize_tui.ui.dialogs import ConfirmDialog
@@ -79,7 +79,7 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             await wait_until(pilot, lambda: "'Question number 0?'" in text_of(screen, "#sc-preview"))
             assert text_of(screen, "#sc-preview").startswith("Forget the instruction")
 
-            await pilot.pause(0.3)  # past the Start button's press effect
+            await press_effect_over(pilot, "#sc-start")
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: screen.runner is not None and screen.running,
                              why=lambda: text_of(screen, "#sc-message"))
@@ -104,14 +104,14 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             # pause holds new requests; resume carries on
             await pilot.click("#sc-pause")
             assert screen.runner.paused
-            await pilot.pause(0.3)  # past the button's press effect
+            await press_effect_over(pilot, "#sc-pause")
             await pilot.click("#sc-pause")
             assert not screen.runner.paused
 
             await pilot.click("#sc-stop")
             await wait_until(pilot, lambda: not screen.running, timeout=10)
-            await pilot.pause(0.1)
-            assert "Stopped (stopped)" in text_of(screen, "#sc-message")
+            await wait_until(pilot, lambda: "Stopped (stopped)" in text_of(screen, "#sc-message"),
+                             why=lambda: text_of(screen, "#sc-message"))
             assert screen.query_one("#sc-start", Button).disabled is False
             done = stats.done
             assert 4 <= done < 59
@@ -134,7 +134,7 @@ async def test_start_watch_stop_export_and_reattach(tmp_path: Path) -> None:
             screen2 = app2.screen
             assert isinstance(screen2, SelfChatScreen)
             await wait_until(pilot, lambda: screen2.summary is not None)
-            await pilot.pause(0.1)
+            await settled(pilot)  # the form filled from the summary is drawn
             assert screen2.query_one("#sc-out", Input).value == str(out)
             assert screen2.query_one("#sc-model", Input).value == "test-model"
             assert screen2.query_one("#sc-seeds", Input).value == str(seeds)
@@ -183,7 +183,8 @@ async def test_continues_a_run_started_on_the_command_line(tmp_path: Path) -> No
             screen.query_one("#sc-out", Input).value = str(out)
             screen.query_one("#sc-model", Input).value = "test-model"
             screen.query_one("#sc-base-url", Input).value = server.base_url
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: screen.summary is not None)  # the CLI run, read
+            await settled(pilot)
             await pilot.click("#sc-start")
             await wait_until(pilot, lambda: screen.runner is not None and not screen.running,
                              timeout=30, why=lambda: text_of(screen, "#sc-message"))

@@ -94,6 +94,8 @@ async def settle(pilot: Any) -> None:
     await wait_until(pilot, lambda: app.model_state == "ready", what="the model")
     for area in app.screen.query("TextArea, Input"):
         area.cursor_blink = False
+    # A fixed pause on purpose: with settled() (even after waiting for the prompt's focus) the
+    # prompt box's cursor cell is sometimes missing from the picture; no state found names it.
     await pilot.pause(0.3)
     await pilot.wait_for_scheduled_animations()
 
@@ -128,7 +130,7 @@ def test_first_run_screen(snap_compare: Any) -> None:
         await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "FirstRunScreen")
         for area in pilot.app.screen.query("Input"):
             area.cursor_blink = False
-        await pilot.pause(0.3)
+        await pilot.pause(0.3)  # as in settle(): no nameable condition for the final styles
 
     assert os.environ.get("BAIZE_HOME")
     assert snap_compare(BaizeApp(), terminal_size=SIZE, run_before=wait)

@@ -56,11 +56,11 @@ async def test_launch_watch_and_reattach(tiny: dict[str, Path], tmp_path: Path) 
         assert isinstance(screen, TrainScreen)
         # the A100 preset fills the form
         screen.query_one("#tr-preset", Select).value = "baize-7b-a100"
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: screen._preset_applied == "baize-7b-a100")
         assert screen.query_one("#tr-micro-batch-size", Input).value == "32"
         assert screen.query_one("#tr-batching", Select).value == "packing"
         screen.query_one("#tr-preset", Select).value = "baize"
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: screen._preset_applied == "baize")  # before the fields
         values = {"base": str(tiny["llama"]), "data": str(data), "out": str(out),
                   "max-steps": str(STEPS), "batch-size": "4", "micro-batch-size": "4",
                   "cutoff-len": "96", "lr": "0.01", "eval-steps": "2"}

@@ -102,6 +102,14 @@ async def settled(pilot: Any, timeout: float = 20.0) -> None:
         quiet = 0 if _screen_pending(pilot) else quiet + 1
 
 
+async def press_effect_over(pilot: Any, selector: str, timeout: float = 20.0) -> None:
+    """Wait until the button ``selector`` can be clicked again: Textual ignores a click while
+    the button shows its press effect (the ``-active`` class, 0.2 s after the last press)."""
+    button = pilot.app.screen.query_one(selector)
+    await wait_until(pilot, lambda: not button.has_class("-active"), timeout=timeout,
+                     what=f"the press effect of {selector} to end")
+
+
 def scripted_app(engine: ScriptedEngine, **kwargs: object) -> BaizeApp:
     """An app whose model is the scripted engine."""
     from baize_tui.ui.app import BaizeApp

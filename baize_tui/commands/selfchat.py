@@ -108,23 +108,15 @@ def _describe(stats: Any) -> str:
             f"{stats.tokens / 1000:.1f}k tok{cost} | eta {fmt_eta(stats.eta())}{waiting}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run (or resume) a self-chat generation."""
-    from rich.console import Console
-
+def _open_live_or_batch_run(args: argparse.Namespace, err: Any) -> tuple[Any, ...]:
+    """(config, api_key, run_config, seeds, store) for ``selfchat run``: the run directory is
+    opened (or resumed); a live run refuses a directory with open batch jobs."""
     from baize_tui.config import load_config
-    from baize_tui.selfchat.run import (
-        open_run,
-        price_for,
-        resolve_api_key,
-        resolve_base_url,
-        run_selfchat,
-    )
-    from baize_tui.selfchat.runner import FatalRunError, RunConfig
+    from baize_tui.selfchat.run import open_run, price_for, resolve_api_key, resolve_base_url
+    from baize_tui.selfchat.runner import RunConfig
     from baize_tui.selfchat.seeds import load_seeds, parse_shard
     from baize_tui.selfchat.templates import load_template
 
-    err = Console(stderr=True, highlight=False)
     config = load_config()
     base_url = resolve_base_url(args.base_url, config)
     api_key = resolve_api_key(base_url, config)
@@ -154,81 +146,108 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = open_run(args.out, run_config, seeds, seeds_info=seeds_info, force=args.force)
     for warning in store.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
-    if args.batch:
-        from baize_tui.commands.selfchat_batch import run_batch
+    return config, api_key, run_config, seeds, store
 
-        return run_batch(args, run_config, seeds, store, api_key, config)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+def _stop_on_signals(runner: Any, console: Any) -> None:
+    """First Ctrl+C (or SIGTERM): start no new dialogue, let those in flight finish; the second
+    cancels the run's task (the dialogues in flight are abandoned)."""
+    import asyncio
 
-    progress = Progress(TextColumn("selfchat"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                        TextColumn("{task.description}"), console=err,
-                        disable=args.no_progress, transient=False, refresh_per_second=4)
-    task = progress.add_task("", total=len(seeds))
-    holder: dict[str, Any] = {}
-    shown: set[str] = set()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    presses = {"n": 0}
 
-    def on_event(event: Any) -> None:
-        if event.kind in ("error", "notice") and event.message not in shown:
-            shown.add(event.message)
-            progress.console.print(f"[red]{event.kind}:[/] {event.message}" if event.kind == "error"
-                                   else f"[yellow]note:[/] {event.message}")
-        stats = holder["runner"].stats
-        progress.update(task, completed=stats.previously_done + stats.done + stats.failed
-                        + stats.rejected, description=_describe(stats))
+    def on_sigint() -> None:
+        presses["n"] += 1
+        if presses["n"] == 1:
+            console.print(
+                f"stopping: finishing {runner.stats.in_flight} dialogue(s) in flight "
+                "(Ctrl+C again to abandon them; re-run the same command to resume)")
+            runner.stop("interrupted")
+        elif main_task is not None:
+            main_task.cancel()
 
-    def on_start(runner: Any) -> None:
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+    except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+        pass
+
+
+class _LiveProgress:
+    """A live run's progress bar on stderr, fed by the runner's events and a 4 Hz ticker."""
+
+    def __init__(self, total: int, err: Any, disable: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(TextColumn("selfchat"), BarColumn(bar_width=24),
+                                 MofNCompleteColumn(), TextColumn("{task.description}"),
+                                 console=err, disable=disable, transient=False,
+                                 refresh_per_second=4)
+        self.task = self.progress.add_task("", total=total)
+        self.runner: Any = None
+        self.ticker: Any = None
+        self._shown: set[str] = set()
+
+    def show(self, stats: Any) -> None:
+        """Draw ``stats`` (the runner's counters)."""
+        self.progress.update(self.task, completed=stats.previously_done + stats.done
+                             + stats.failed + stats.rejected, description=_describe(stats))
+
+    def on_event(self, event: Any) -> None:
+        """The runner's event hook: print each distinct error or notice once, redraw."""
+        if event.kind in ("error", "notice") and event.message not in self._shown:
+            self._shown.add(event.message)
+            self.progress.console.print(f"[red]{event.kind}:[/] {event.message}"
+                                        if event.kind == "error"
+                                        else f"[yellow]note:[/] {event.message}")
+        self.show(self.runner.stats)
+
+    def on_start(self, runner: Any) -> None:
+        """The runner's start hook (on its event loop): signals, and the ticker."""
         import asyncio
 
-        holder["runner"] = runner
-        loop = asyncio.get_running_loop()
-        main_task = asyncio.current_task()
-        presses = {"n": 0}
+        self.runner = runner
+        _stop_on_signals(runner, self.progress.console)
+        self.ticker = asyncio.get_running_loop().create_task(self._tick())
 
-        def on_sigint() -> None:
-            presses["n"] += 1
-            if presses["n"] == 1:
-                progress.console.print(
-                    f"stopping: finishing {runner.stats.in_flight} dialogue(s) in flight "
-                    "(Ctrl+C again to abandon them; re-run the same command to resume)")
-                runner.stop("interrupted")
-            elif main_task is not None:
-                main_task.cancel()
+    async def _tick(self) -> None:
+        import asyncio
 
-        try:
-            loop.add_signal_handler(signal.SIGINT, on_sigint)
-            loop.add_signal_handler(signal.SIGTERM, on_sigint)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
-            pass
+        while True:
+            self.show(self.runner.stats)
+            await asyncio.sleep(0.25)
 
-        async def tick() -> None:
-            while True:
-                progress.update(task, completed=runner.stats.previously_done + runner.stats.done
-                                + runner.stats.failed + runner.stats.rejected,
-                                description=_describe(runner.stats))
-                await asyncio.sleep(0.25)
 
-        holder["ticker"] = loop.create_task(tick())
-
+def _drive_live(live: _LiveProgress, run_config: Any, seeds: list[Any], store: Any,
+                api_key: str) -> tuple[Any, str | None, bool]:
+    """Run to the end under the progress bar: (stats or None, fatal error, interrupted)."""
     import asyncio
+
+    from baize_tui.selfchat.run import run_selfchat
+    from baize_tui.selfchat.runner import FatalRunError
 
     fatal: str | None = None
     interrupted = False
-    with progress:
+    stats: Any = None
+    with live.progress:
         try:
-            stats = run_selfchat(run_config, seeds, store, api_key=api_key, on_event=on_event,
-                                 on_start=on_start)
+            stats = run_selfchat(run_config, seeds, store, api_key=api_key,
+                                 on_event=live.on_event, on_start=live.on_start)
         except FatalRunError as exc:
             fatal = str(exc)
-            stats = holder["runner"].stats
+            stats = live.runner.stats
         except (asyncio.CancelledError, KeyboardInterrupt):
             interrupted = True
-            stats = holder["runner"].stats if "runner" in holder else None  # type: ignore[assignment]
+            stats = live.runner.stats if live.runner is not None else None
         if stats is not None:
-            progress.update(task, completed=stats.previously_done + stats.done + stats.failed
-                            + stats.rejected, description=_describe(stats))
-    if stats is None:
-        return 130
+            live.show(stats)
+    return stats, fatal, interrupted
+
+
+def _finish_live(stats: Any, store: Any, fatal: str | None, interrupted: bool) -> int:
+    """Print the run's summary line; the exit status (raises on a fatal error)."""
     cost = "" if stats.cost is None else f", ${stats.cost:.4f}"
     reasons = ", ".join(f"{k} {v}" for k, v in stats.reasons.most_common())
     print(f"{stats.previously_done + stats.done}/{stats.total} done ({stats.done} new, "
@@ -245,6 +264,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from baize_tui.selfchat.outcome import run_outcome
 
     return run_outcome(stats, store.dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run (or resume) a self-chat generation."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    config, api_key, run_config, seeds, store = _open_live_or_batch_run(args, err)
+    if args.batch:
+        from baize_tui.commands.selfchat_batch import run_batch
+
+        return run_batch(args, run_config, seeds, store, api_key, config)
+    live = _LiveProgress(len(seeds), err, args.no_progress)
+    stats, fatal, interrupted = _drive_live(live, run_config, seeds, store, api_key)
+    if stats is None:
+        return 130
+    return _finish_live(stats, store, fatal, interrupted)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

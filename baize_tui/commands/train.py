@@ -341,7 +341,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in summaries:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["started"])) if s["started"] else "-"
         step = f"{s['step']}/{s['max_steps']}" if s["max_steps"] else str(s["step"])
-        print(f"{s['state']:<10} {step:>11}  loss {_fmt(s['loss']):>7}  {started}  {s['dir']}")
+        print(f"{s['state']:<11} {step:>11}  loss {_fmt(s['loss']):>7}  {started}  {s['dir']}")
     return 0
 
 

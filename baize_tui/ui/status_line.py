@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from textual.reactive import reactive
 
-from baize_tui.ui.widgets import StatusBar
+from baize_tui.ui.prompt_bar import StatusBar
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 SEPARATOR = "  "

@@ -33,9 +33,10 @@ from baize_tui.train.settings import TrainConfig
 WORKER_MODULE = "baize_tui.train.worker"
 ACTIVE_STATES = ("starting", "checking_base", "loading_dataset", "loading_model", "training", "evaluating",
                  "saving", "stopping")
-FINAL_STATES = ("completed", "stopped", "cancelled", "error", "killed", "dead")
+FINAL_STATES = ("completed", "stopped", "cancelled", "error", "killed", "interrupted")
 # Exit status of ``train run --wait`` (and of the worker) per final state.
-EXIT_CODES = {"completed": 0, "stopped": 130, "cancelled": 130, "error": 1, "killed": 1, "dead": 1}
+EXIT_CODES = {"completed": 0, "stopped": 130, "cancelled": 130, "error": 1, "killed": 1,
+              "interrupted": 1}
 
 # -- small file helpers ----------------------------------------------------------------------
 
@@ -202,14 +203,16 @@ class Run:
     def alive(self) -> bool:
         """Whether the trainer process (group leader) is running."""
         info = self.info()
-        return process_alive(info.get("pid"), str(self.dir))
+        return process_alive(info.get("pid"), str(self.dir), started_by=info.get("launched"))
 
     def raw_status(self) -> dict[str, Any]:
         """``status.json`` as written."""
         return read_json(self.status_file) or {}
 
     def status(self) -> dict[str, Any]:
-        """``status.json``, corrected when the process died without saying so (state ``dead``)."""
+        """``status.json``, corrected when the trainer is gone without saying so (killed, crashed,
+        or the machine restarted; a pid now used by another process does not count): state
+        ``interrupted``, and the message says how to resume."""
         status = self.raw_status()
         if not status:
             status = {"state": "new" if not self.info() else "starting"}
@@ -224,8 +227,8 @@ class Run:
                 ckpt = self.last_checkpoint()
                 hint = (f"; `baize-tui train resume {self.dir}` continues from {ckpt.name}"
                         if ckpt else "; see train.log")
-                status.update(state="dead", message=f"the trainer stopped without a word "
-                              f"(killed or crashed) while {state}{hint}")
+                status.update(state="interrupted", message=f"the trainer stopped without a word "
+                              f"(killed, crashed or the machine restarted) while {state}{hint}")
         return status
 
     def metrics(self) -> list[dict[str, Any]]:
