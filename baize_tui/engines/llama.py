@@ -154,6 +154,10 @@ class LlamaEngine(PromptEngine):
         self.lora = check_lora_gguf(Path(lora).expanduser().absolute()) if lora else None
         self.spec = str(self.path)  # absolute, so a saved conversation can be continued anywhere
         self.info = inspect_gguf(self.path)
+        if self.lora is not None:  # made for this model? (llama.cpp would only say "failed")
+            from baize_tui.engines.lora_match import check_lora_matches
+
+            check_lora_matches(self.path, self.lora)
         trained = self.info["context_length"] or 2048
         self._n_ctx = int(n_ctx or min(trained, max_ctx))
         from baize_tui.model_checks import check_context_fits, load_failure
