@@ -47,6 +47,8 @@ class HubServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self._drops: dict[str, list[int]] = {}  # "org/name/file" -> [after_bytes, times_left]
         self._corrupt: set[str] = set()
+        # "org/name/file" -> (bytes per chunk, seconds between chunks, full speed once set)
+        self._throttles: dict[str, tuple[int, float, threading.Event]] = {}
         self._meta: dict[tuple[str, int, int], tuple[str, bool]] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -64,6 +66,15 @@ class HubServer:
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             (target / rel).write_bytes(data)
         return target
+
+    def throttle(self, repo_file: str, chunk: int = 4096, every_s: float = 0.02
+                 ) -> threading.Event:
+        """Send ``repo_file`` slowly (``chunk`` bytes each ``every_s`` seconds) until the
+        returned event is set, then the rest at full speed: a download that stays active
+        for as long as a test needs, and then ends."""
+        release = threading.Event()
+        self._throttles[repo_file] = (chunk, every_s, release)
+        return release
 
     def drop_after(self, repo_file: str, n_bytes: int, times: int = 1) -> None:
         """Close the connection after ``n_bytes`` of the body of the next ``times`` GETs."""
@@ -265,7 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return None
-        key = f"{repo_id}/{rel}"
+        self._body(path, f"{repo_id}/{rel}", start, end, size)
+        return None
+
+    def _body(self, path: Path, key: str, start: int, end: int, size: int) -> None:
+        """Bytes ``start..end`` of ``path``, with the faults set for ``key`` (drop, corrupt,
+        throttle)."""
         drop = self.hub._drops.get(key)
         limit = None
         if drop and drop[1] > 0:
@@ -273,11 +289,16 @@ class _Handler(BaseHTTPRequestHandler):
             limit = drop[0]
         flip = size // 2 if key in self.hub._corrupt else -1
         sent = 0
+        slow = self.hub._throttles.get(key)
         with path.open("rb") as fh:
             fh.seek(start)
             pos = start
             while pos <= end:
-                chunk = fh.read(min(64 * 1024, end - pos + 1))
+                step = 64 * 1024
+                if slow is not None and not slow[2].is_set():
+                    step = slow[0]
+                    slow[2].wait(slow[1])
+                chunk = fh.read(min(step, end - pos + 1))
                 if not chunk:
                     break
                 if pos <= flip < pos + len(chunk):
@@ -289,12 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
-                    return None
+                    return
                 self.wfile.write(chunk)
                 sent += len(chunk)
                 pos += len(chunk)
-        return None
-
 
 def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
     return type("Handler", (_Handler,), {"hub": hub})
