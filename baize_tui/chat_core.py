@@ -48,6 +48,8 @@ class ChatSettings:
     params: SamplingParams = field(default_factory=SamplingParams)
     n_ctx: int | None = None  # None: the model's own, capped by model.max_ctx
     format: str = "auto"
+    #: a GGUF LoRA adapter applied on the (GGUF) model at load; stored with the conversation
+    lora: str | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model: str | None = None) -> ChatSettings:
@@ -74,8 +76,8 @@ class ChatSettings:
     @classmethod
     def from_conversation(cls, model: str, system_prompt: str | None,
                           params: dict[str, Any]) -> ChatSettings:
-        """The settings stored with a conversation (its params dict holds ``n_ctx`` and
-        ``format`` beside the sampling parameters). A stored system prompt that is Baize's
+        """The settings stored with a conversation (its params dict holds ``n_ctx``,
+        ``format`` and ``lora`` beside the sampling parameters). A stored system prompt that is Baize's
         default, or empty, means the format's default (what a new chat stores)."""
         from baize_tui.prompt import BAIZE_SYSTEM_PROMPT
 
@@ -89,23 +91,31 @@ class ChatSettings:
             fmt = check_choice(str(params.get("format") or "auto"))
         except UserError:
             fmt = "auto"
+        lora = params.get("lora")
         return cls(model=model, system_prompt=system_prompt, params=sampling,
-                   n_ctx=_n_ctx(params.get("n_ctx")), format=fmt)
+                   n_ctx=_n_ctx(params.get("n_ctx")), format=fmt,
+                   lora=lora if isinstance(lora, str) and lora else None)
 
     def stored_params(self) -> dict[str, Any]:
-        """The params dict saved with a conversation (sampling, ``n_ctx``, ``format``)."""
+        """The params dict saved with a conversation (sampling, ``n_ctx``, ``format``,
+        ``lora``)."""
         data = self.params.to_dict()
         if self.n_ctx:
             data["n_ctx"] = self.n_ctx
         if self.format != "auto":
             data["format"] = self.format
+        if self.lora:
+            data["lora"] = self.lora
         return data
 
     def with_overrides(self, *, system_prompt: str | None = None, fmt: str | None = None,
-                       n_ctx: int | None = None, **sampling: Any) -> ChatSettings:
-        """A copy with explicit choices applied (``None`` leaves a setting as it is)."""
+                       n_ctx: int | None = None, lora: str | None = None,
+                       **sampling: Any) -> ChatSettings:
+        """A copy with explicit choices applied (``None`` leaves a setting as it is; an
+        empty ``lora`` drops the adapter)."""
         return replace(
             self,
+            lora=self.lora if lora is None else (lora or None),
             system_prompt=self.system_prompt if system_prompt is None else system_prompt,
             format=self.format if fmt is None else check_choice(fmt),
             n_ctx=self.n_ctx if n_ctx is None else n_ctx,

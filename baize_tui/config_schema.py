@@ -57,7 +57,8 @@ TABLE = Rule(lambda v: isinstance(v, dict), "a table")
 #: table -> key -> rule (keys not listed here are kept as they are)
 SCHEMA: dict[str, dict[str, Rule]] = {
     "model": {"default": STRING, "max_ctx": _int_at_least(1), "dirs": STRING_LIST},
-    "openai": {"base_url": STRING, "api_key": STRING, "n_ctx": _int_at_least(0)},
+    "openai": {"base_url": STRING, "api_key": STRING, "n_ctx": _int_at_least(0),
+               "models": STRING_LIST},
     "ui": {"theme": STRING, "keymap": STRING_TABLE},
     "chat": {
         "system_prompt": STRING,

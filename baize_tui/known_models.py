@@ -37,9 +37,10 @@ def _is_path(spec: str) -> bool:
 
 
 def known_specs(*, default: str, current: str = "", history: Any = None,
-                on_disk: Iterable[Path] = ()) -> list[str]:
-    """Model specs for a picker: the one in use, the default, recent ones, then files on
-    disk; each once (paths compared by their real path)."""
+                on_disk: Iterable[Path] = (), endpoints: Iterable[str] = ()) -> list[str]:
+    """Model specs for a picker: the one in use, the default, recent ones, files on disk,
+    then ``endpoints`` (``openai:MODEL`` specs configured in config.toml); each once (paths
+    compared by their real path)."""
     out: list[str] = []
     seen: set[str] = set()
 
@@ -57,6 +58,8 @@ def known_specs(*, default: str, current: str = "", history: Any = None,
         add(spec)
     for path in on_disk:
         add(str(path))
+    for spec in endpoints:
+        add(spec)
     return out
 
 

@@ -136,7 +136,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_cache: Path):
                         server.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hf_cache))
-    monkeypatch.setattr(models.hub, "RETRY_WAIT", 0.01)
+    monkeypatch.setattr(models.downloader, "RETRY_WAIT", 0.01)
     yield server
     server.stop()
 

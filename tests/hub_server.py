@@ -47,6 +47,8 @@ class HubServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self._drops: dict[str, list[int]] = {}  # "org/name/file" -> [after_bytes, times_left]
         self._corrupt: set[str] = set()
+        # "org/name/file" -> (bytes per chunk, seconds between chunks, full speed once set)
+        self._throttles: dict[str, tuple[int, float, threading.Event]] = {}
         self._meta: dict[tuple[str, int, int], tuple[str, bool]] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -65,6 +67,15 @@ class HubServer:
             (target / rel).write_bytes(data)
         return target
 
+    def throttle(self, repo_file: str, chunk: int = 4096, every_s: float = 0.02
+                 ) -> threading.Event:
+        """Send ``repo_file`` slowly (``chunk`` bytes each ``every_s`` seconds) until the
+        returned event is set, then the rest at full speed: a download that stays active
+        for as long as a test needs, and then ends."""
+        release = threading.Event()
+        self._throttles[repo_file] = (chunk, every_s, release)
+        return release
+
     def drop_after(self, repo_file: str, n_bytes: int, times: int = 1) -> None:
         """Close the connection after ``n_bytes`` of the body of the next ``times`` GETs."""
         self._drops[repo_file] = [n_bytes, times]
@@ -77,7 +88,7 @@ class HubServer:
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -149,148 +160,160 @@ class HubServer:
         return out
 
 
-def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "FakeHub/1.0"
+class _Handler(BaseHTTPRequestHandler):
+    """The hub's endpoints; :func:`_make_handler` binds it to one :class:`HubServer`."""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-            pass
+    hub: HubServer
+    server_version = "FakeHub/1.0"
 
-        def _record(self) -> None:
-            hub.requests.append((self.command, urlsplit(self.path).path, self.headers.get("Range")))
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass
 
-        def _error(self, status: int, code: str | None, message: str) -> None:
-            body = json.dumps({"error": message}).encode()
-            self.send_response(status)
-            if code:
-                self.send_header("X-Error-Code", code)
-                self.send_header("X-Error-Message", message)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def _record(self) -> None:
+        self.hub.requests.append((self.command, urlsplit(self.path).path, self.headers.get("Range")))
 
-        def _json(self, data: object) -> None:
-            body = json.dumps(data).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+    def _error(self, status: int, code: str | None, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
             self.wfile.write(body)
 
-        def _check_rev(self, repo_id: str, rev: str) -> bool:
-            if rev in ("main", hub.commit(repo_id)):
-                return True
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
-            return False
+    def _json(self, data: object) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
-            self._record()
-            self._route()
+    def _check_rev(self, repo_id: str, rev: str) -> bool:
+        if rev in ("main", self.hub.commit(repo_id)):
+            return True
+        self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return False
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-            self._record()
-            self._route()
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+        self._record()
+        self._route()
 
-        def _route(self) -> None:
-            parts = urlsplit(self.path)
-            segs = [unquote(s) for s in parts.path.strip("/").split("/")]
-            query = parse_qs(parts.query)
-            if len(segs) >= 4 and segs[:2] == ["api", "models"]:
-                repo_id = "/".join(segs[2:4])
-                if hub.repo_dir(repo_id) is None:
-                    return self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
-                rest = segs[4:]
-                if not rest or rest[0] == "revision":
-                    rev = rest[1] if len(rest) > 1 else "main"
-                    if not self._check_rev(repo_id, rev):
-                        return None
-                    blobs = query.get("blobs", ["false"])[0].lower() == "true"
-                    siblings = [hub.entry(repo_id, f, tree=False) if blobs else {"rfilename": f}
-                                for f in hub.files(repo_id)]
-                    return self._json({"id": repo_id, "modelId": repo_id, "sha": hub.commit(repo_id),
-                                       "private": False, "disabled": False, "gated": False,
-                                       "tags": [], "siblings": siblings})
-                if rest[0] == "tree" and len(rest) >= 2:
-                    if not self._check_rev(repo_id, rest[1]):
-                        return None
-                    prefix = "/".join(rest[2:])
-                    names = [f for f in hub.files(repo_id)
-                             if not prefix or f.startswith(prefix.rstrip("/") + "/")]
-                    return self._json([hub.entry(repo_id, f, tree=True) for f in names])
-                return self._error(404, None, "not found")
-            if len(segs) >= 5 and segs[2] == "resolve":
-                repo_id = "/".join(segs[:2])
-                if hub.repo_dir(repo_id) is None:
-                    return self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
-                if not self._check_rev(repo_id, segs[3]):
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._record()
+        self._route()
+
+    def _route(self) -> None:
+        parts = urlsplit(self.path)
+        segs = [unquote(s) for s in parts.path.strip("/").split("/")]
+        query = parse_qs(parts.query)
+        if len(segs) >= 4 and segs[:2] == ["api", "models"]:
+            repo_id = "/".join(segs[2:4])
+            if self.hub.repo_dir(repo_id) is None:
+                return self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
+            rest = segs[4:]
+            if not rest or rest[0] == "revision":
+                rev = rest[1] if len(rest) > 1 else "main"
+                if not self._check_rev(repo_id, rev):
                     return None
-                return self._file(repo_id, "/".join(segs[4:]))
+                blobs = query.get("blobs", ["false"])[0].lower() == "true"
+                siblings = [self.hub.entry(repo_id, f, tree=False) if blobs else {"rfilename": f}
+                            for f in self.hub.files(repo_id)]
+                return self._json({"id": repo_id, "modelId": repo_id, "sha": self.hub.commit(repo_id),
+                                   "private": False, "disabled": False, "gated": False,
+                                   "tags": [], "siblings": siblings})
+            if rest[0] == "tree" and len(rest) >= 2:
+                if not self._check_rev(repo_id, rest[1]):
+                    return None
+                prefix = "/".join(rest[2:])
+                names = [f for f in self.hub.files(repo_id)
+                         if not prefix or f.startswith(prefix.rstrip("/") + "/")]
+                return self._json([self.hub.entry(repo_id, f, tree=True) for f in names])
             return self._error(404, None, "not found")
-
-        def _file(self, repo_id: str, rel: str) -> None:
-            path = hub.root / repo_id / rel
-            if not path.is_file():
-                return self._error(404, "EntryNotFound", f"{rel} does not exist on main")
-            etag, lfs = hub.file_meta(path)
-            size = path.stat().st_size
-            start, end = 0, size - 1
-            status = 200
-            rng = self.headers.get("Range")
-            if rng:
-                m = _RANGE.match(rng.strip())
-                if not m or int(m.group(1)) >= size:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return None
-                start = int(m.group(1))
-                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-                status = 206
-            self.send_response(status)
-            self.send_header("X-Repo-Commit", hub.commit(repo_id))
-            self.send_header("ETag", f'"{etag}"')
-            if lfs:
-                self.send_header("X-Linked-Etag", f'"{etag}"')
-                self.send_header("X-Linked-Size", str(size))
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(end - start + 1))
-            if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
-            if self.command == "HEAD":
+        if len(segs) >= 5 and segs[2] == "resolve":
+            repo_id = "/".join(segs[:2])
+            if self.hub.repo_dir(repo_id) is None:
+                return self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
+            if not self._check_rev(repo_id, segs[3]):
                 return None
-            key = f"{repo_id}/{rel}"
-            drop = hub._drops.get(key)
-            limit = None
-            if drop and drop[1] > 0:
-                drop[1] -= 1
-                limit = drop[0]
-            flip = size // 2 if key in hub._corrupt else -1
-            sent = 0
-            with path.open("rb") as fh:
-                fh.seek(start)
-                pos = start
-                while pos <= end:
-                    chunk = fh.read(min(64 * 1024, end - pos + 1))
-                    if not chunk:
-                        break
-                    if pos <= flip < pos + len(chunk):
-                        i = flip - pos
-                        chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
-                    if limit is not None and sent + len(chunk) > limit:
-                        chunk = chunk[: max(limit - sent, 0)]
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        self.close_connection = True
-                        return None
-                    self.wfile.write(chunk)
-                    sent += len(chunk)
-                    pos += len(chunk)
-            return None
+            return self._file(repo_id, "/".join(segs[4:]))
+        return self._error(404, None, "not found")
 
-    return Handler
+    def _file(self, repo_id: str, rel: str) -> None:
+        path = self.hub.root / repo_id / rel
+        if not path.is_file():
+            return self._error(404, "EntryNotFound", f"{rel} does not exist on main")
+        etag, lfs = self.hub.file_meta(path)
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        status = 200
+        rng = self.headers.get("Range")
+        if rng:
+            m = _RANGE.match(rng.strip())
+            if not m or int(m.group(1)) >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            start = int(m.group(1))
+            end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            status = 206
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", self.hub.commit(repo_id))
+        self.send_header("ETag", f'"{etag}"')
+        if lfs:
+            self.send_header("X-Linked-Etag", f'"{etag}"')
+            self.send_header("X-Linked-Size", str(size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return None
+        self._body(path, f"{repo_id}/{rel}", start, end, size)
+        return None
+
+    def _body(self, path: Path, key: str, start: int, end: int, size: int) -> None:
+        """Bytes ``start..end`` of ``path``, with the faults set for ``key`` (drop, corrupt,
+        throttle)."""
+        drop = self.hub._drops.get(key)
+        limit = None
+        if drop and drop[1] > 0:
+            drop[1] -= 1
+            limit = drop[0]
+        flip = size // 2 if key in self.hub._corrupt else -1
+        sent = 0
+        slow = self.hub._throttles.get(key)
+        with path.open("rb") as fh:
+            fh.seek(start)
+            pos = start
+            while pos <= end:
+                step = 64 * 1024
+                if slow is not None and not slow[2].is_set():
+                    step = slow[0]
+                    slow[2].wait(slow[1])
+                chunk = fh.read(min(step, end - pos + 1))
+                if not chunk:
+                    break
+                if pos <= flip < pos + len(chunk):
+                    i = flip - pos
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
+                if limit is not None and sent + len(chunk) > limit:
+                    chunk = chunk[: max(limit - sent, 0)]
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                pos += len(chunk)
+
+def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"hub": hub})

@@ -154,6 +154,26 @@ def test_incremental_decoding_is_exact_for_byte_tokens(tmp_path: Path) -> None:
         invalid.close()
 
 
+def test_only_an_incomplete_character_is_held_back(tmp_path: Path) -> None:
+    """Token by token: a character shows with the token that completes it, a byte that can
+    never be valid shows as U+FFFD with its own token, and a started character cut short by
+    another token becomes U+FFFD in front of that token's text (nothing waits for more)."""
+    from baize_tui.engines.base import SamplingParams
+
+    engine = LlamaEngine(build_chat_gguf(tmp_path / "mixed.gguf", "chatml", chain="mixed"),
+                         n_threads=1)
+    try:
+        prompt = resolve_format("auto", engine.chat_info()).format.render(None, [], "Hello")
+        gen = engine.stream(prompt, SamplingParams(max_new_tokens=13, seed=1))
+        seen = [(piece, gen.stats.completion_tokens) for piece in gen]
+        # tokens: E4 B8 AD | FF | E5 | Hello | E4 B8 AD | FF | E5 | Hello | E4
+        assert seen == [("中", 3), ("\ufffd", 4), ("\ufffdHello", 6),
+                        ("中", 9), ("\ufffd", 10), ("\ufffdHello", 12), ("\ufffd", 13)]
+        assert gen.stats.finish_reason == "length"  # the last, unfinished byte is kept
+    finally:
+        engine.close()
+
+
 def test_resolve_format_choices(chat_ggufs: dict[str, Path], engines) -> None:
     baize = resolve_format("auto", engines("baize").chat_info())
     assert isinstance(baize.format, BaizeFormat) and "Baize" in baize.reason

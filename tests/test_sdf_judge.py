@@ -144,6 +144,7 @@ def test_unreadable_judge_replies_are_recorded_with_the_reason(tmp_path: Path, c
     assert main(["sdf", "status", str(out)]) == 0
     text = capsys.readouterr().out
     assert "judge failures: parse_out_of_range 1" in text
+    assert "cost unknown (no price for this judge: add it under [selfchat.prices]" in text
     # a re-run asks again only for the failed prompt (parse failures are retryable)
     with OpenAITestServer(scripted_judge) as server:
         assert main(judge_args(out, server)) == 0
@@ -156,10 +157,13 @@ def test_export_writes_the_best_reply_per_prompt(tmp_path: Path, capsys) -> None
     recs = write_candidates(out, 5)
     with OpenAITestServer(scripted_judge) as server:
         assert main(judge_args(out, server)) == 0
+    # judge calls finish in any order: the export follows the sampled order regardless
+    judged = out / "judgments.jsonl"
+    judged.write_text("".join(reversed(judged.read_text().splitlines(keepends=True))))
     best = tmp_path / "best.jsonl"
     assert main(["sdf", "export", str(out), "-o", str(best)]) == 0
     rows = read_jsonl(best)
-    assert len(rows) == 5
+    assert [row["messages"][0]["content"] for row in rows] == [r["prompt"] for r in recs]
     for row in rows:
         rec = next(r for r in recs if r["prompt"] == row["messages"][0]["content"])
         texts = [c["text"] for c in rec["candidates"]]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hub_server import HubServer
 from textual import events
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, ListView, ProgressBar, Static, TextArea
-from ui_helpers import ScriptedEngine, ready, scripted_app, send, wait_until
+from ui_helpers import ScriptedEngine, ready, scripted_app, send, settled, wait_until
 
 from baize_tui.history import HistoryStore
 from baize_tui.paths import get_paths
@@ -194,6 +195,41 @@ async def test_settings_model_field_lists_known_models(tiny_gguf: Path) -> None:
         picker.highlighted = 0
         await pilot.press("enter")
         await wait_until(pilot, lambda: field.value == str(tiny_gguf))
+
+
+async def test_settings_model_picker_lists_the_endpoints_in_the_config() -> None:
+    """[openai] models in config.toml, and what the configured endpoint lists at GET
+    /models (a real HTTP server), are offered beside the models already used."""
+    from openai_server import OpenAITestServer
+
+    from baize_tui.config import set_value
+    from baize_tui.ui.pickers import ModelList
+
+    with OpenAITestServer(model="served-model") as server:
+        set_value("openai.base_url", server.base_url)
+        set_value("openai.models", ["configured-model"])
+        app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+        async with app.run_test(size=SMALL) as pilot:
+            await ready(pilot, app)
+            await pilot.press("f2")
+            await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+            picker = app.screen.query_one("#model-list", ModelList)
+
+            def specs() -> list[str]:
+                return [str(picker.get_option_at_index(i).id)
+                        for i in range(picker.option_count)]
+
+            assert "openai:configured-model" in specs()  # at once, from the config
+            await wait_until(pilot, lambda: "openai:served-model" in specs(),
+                             what="the endpoint's own list", why=lambda: str(specs()))
+            assert any(r.path.endswith("/models") for r in server.requests)
+            field = app.screen.query_one("#model", Input)
+            field.value = "served"
+            await wait_until(pilot, lambda: specs() == ["openai:served-model"])
+            picker.focus()
+            picker.highlighted = 0
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: field.value == "openai:served-model")
 
 
 async def test_sidebar_collapses_on_a_narrow_terminal() -> None:
@@ -495,6 +531,94 @@ async def test_first_run_path_field_completes_as_you_type(tiny_gguf: Path) -> No
                 break
             await pilot.pause(0.05)  # poll: no event says the background completion has arrived
         assert field.value == str(tiny_gguf)
+
+
+async def test_every_status_line_field_fits_at_80_and_100_columns() -> None:
+    """The status line at 80x24 (no chat list) and 100x30 (the chat list takes 31 columns):
+    every field is still there, shortened by importance, none cut off at the edge."""
+    for size in (SMALL, (100, 30)):
+        app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+        async with app.run_test(size=size) as pilot:
+            screen = await ready(pilot, app)
+            status = screen.status
+            status.model_label = "baize-v2-7b-Q4_K_M.gguf"
+            status.lora = "sft-adapter.gguf"
+            status.chat_format = "template (auto)"
+            status.n_ctx, status.used_tokens = 4096, 1234
+            status.live_tokens, status.tokens_per_s, status.ttft_s = 321, 45.3, 0.42
+            for state, stalled, dropped in (("generating…", 12.0, 0), ("", None, 2)):
+                status.state, status.stalled_s, status.dropped_turns = state, stalled, dropped
+                await settled(pilot)
+                line = status.render_line(0).text.strip()
+                assert status.region.right <= size[0]
+                assert not line.endswith("…"), (size, line)  # not cut at the edge
+                # what matters most is always there (TTFT was cut off at 100 columns) ...
+                wanted = ["baize-v2", "LoRA", "1234/4096", "45", "TTFT 0.4"]
+                wanted += ["silent 12s"] if state else ["321", "⚠", "2 turn"]
+                # ... and with no chat list beside it, the chat format too
+                wanted += ["templ"] if size == SMALL and not state else []
+                for piece in wanted:
+                    assert piece in line, (size, piece, line)
+
+
+def test_status_line_never_overflows_and_drops_the_least_important_first() -> None:
+    """At any width the line fits; fields are shortened before any is left out, and what is
+    left out goes least important first (the meter's bar, the format, the token count)."""
+    from types import SimpleNamespace
+
+    from baize_tui.ui.status_line import fit, status_fields
+
+    bar = SimpleNamespace(state="generating…", spinner=0, model_label="baize-v2-7b-Q4_K_M.gguf",
+                          chat_format="template (auto)", n_ctx=4096, used_tokens=1234,
+                          live_tokens=321, tokens_per_s=45.3, ttft_s=0.42, stalled_s=None,
+                          dropped_turns=0)
+    full = fit(status_fields(bar, "sft.gguf"), 500).plain  # type: ignore[arg-type]
+    assert "format template (auto)" in full and "TTFT 0.42s" in full and "█" in full
+    for width in range(10, 130):
+        line = fit(status_fields(bar, "sft.gguf"), width).plain  # type: ignore[arg-type]
+        assert len(line) <= width, (width, line)
+        if "templ" in line:  # the format outranks the meter's bar: the bar went first
+            assert "TTFT" in line and "1234/4096" in line, (width, line)
+        if width >= 60:
+            assert "TTFT 0.4" in line and "1234/4096" in line and "baize" in line, (width, line)
+
+
+async def test_ctrl_q_asks_first_during_a_real_download(hub: HubServer, tiny_gguf: Path) -> None:
+    """A real download from the local hub (tests/hub_server.py), throttled until the test
+    lets it finish: Ctrl+Q asks first while it runs, n keeps it going, and once it is done
+    Ctrl+Q quits at once."""
+    repo_dir = hub.add_repo("someone/tiny-GGUF", files={"README.md": b"# tiny\n"})
+    shutil.copy(tiny_gguf, repo_dir / "tiny-llama-Q4_K_M.gguf")
+    release = hub.throttle("someone/tiny-GGUF/tiny-llama-Q4_K_M.gguf")
+    app = scripted_app(ScriptedEngine(["x"]), reopen_last=False)
+    try:
+        async with app.run_test(size=SMALL) as pilot:
+            await ready(pilot, app)
+            await pilot.press("f8")
+            await wait_until(pilot, lambda: isinstance(app.screen, ModelsScreen))
+            models = app.screen
+            assert isinstance(models, ModelsScreen)
+            models.query_one("#repo", Input).value = "someone/tiny-GGUF"
+            models.action_get()
+            bar = models.query_one("#pull-progress", ProgressBar)
+            await wait_until(pilot, lambda: (bar.progress or 0) > 0, timeout=30,
+                             what="bytes arriving")
+            await pilot.press("ctrl+q")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            question = app.screen.question
+            assert "download" in question and "resumed" in question
+            await pilot.press("n")
+            await wait_until(pilot, lambda: app.screen is models)
+            assert app.is_running and app.active_work() != []
+            assert (bar.progress or 0) < (bar.total or 0)  # still downloading
+            release.set()
+            await wait_until(pilot, lambda: app.active_work() == [], timeout=60,
+                             what="the download to finish")
+            assert (get_paths().models_dir / "tiny-llama-Q4_K_M.gguf").exists()
+            await pilot.press("ctrl+q")  # nothing running: quits at once
+            await wait_until(pilot, lambda: not app.is_running, what="the app to exit")
+    finally:
+        release.set()
 
 
 async def test_ctrl_q_asks_first_while_a_download_runs() -> None:

@@ -184,3 +184,33 @@ async def test_stop_then_resume_from_the_screen(tiny: dict[str, Path], tmp_path:
         await wait_until(pilot, lambda: len(screen2.losses) == steps)
     records = [r["step"] for r in Run(out).metrics() if r["kind"] == "train"]
     assert records == list(range(1, steps + 1))  # none repeated or skipped
+
+
+async def test_preview_in_the_base_models_own_format(family: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """Format "base" previews the dialogue in the base tokenizer's chat template (ChatML on the
+    SmolLM-shaped base) with only the replies highlighted; a base without one is named."""
+    data = tmp_path / "baize.json"
+    data.write_text(json.dumps([{"topic": d[0][0], "input": render_baize(d)} for d in DIALOGUES]))
+    app = Host()
+    async with app.run_test(size=(170, 60), notifications=False) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, TrainScreen))
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        screen.query_one("#tr-base", Input).value = str(family["smollm"])
+        screen.query_one("#tr-data", Input).value = str(data)
+        screen.query_one("#tr-template", Select).value = "base"
+        await pilot.click("#tr-preview-btn")
+        await wait_until(pilot, lambda: "trained (highlighted)" in text_of(screen, "#tr-preview"),
+                         timeout=60, why=lambda: text_of(screen, "#tr-preview"))
+        rendered = screen.query_one("#tr-preview", Static).render()
+        assert "<|im_start|>assistant" in rendered.plain
+        trained = "".join(rendered.plain[s.start:s.end] for s in rendered.spans
+                          if "on ansi_green" in str(s.style))
+        assert DIALOGUES[0][0][1] in trained and "<|im_start|>user" not in trained
+
+        # the Mistral-shaped base in the fixture family has no chat template: one clear message
+        screen.query_one("#tr-base", Input).value = str(family["mistral"])
+        await pilot.click("#tr-preview-btn")
+        await wait_until(pilot, lambda: "no chat template" in text_of(screen, "#tr-preview"),
+                         timeout=60, why=lambda: text_of(screen, "#tr-preview"))

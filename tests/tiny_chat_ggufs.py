@@ -22,7 +22,8 @@ matrix maps each token to its successor with a wide margin. So a reply is predic
 depending on BLAS rounding: after the generation prompt the model says ``chain`` (by default
 "Hello ▁there !") and then the format's end-of-turn token. ``chain="bytes"`` makes every
 reply the byte tokens of "中" repeated, ``chain="invalid"`` the byte 0xFF repeated (never valid
-UTF-8), ``chain="text"`` "Hello ▁there ▁Hello ▁there …", all without an end (for benchmarks).
+UTF-8), ``chain="mixed"`` "中", 0xFF, 0xE5 (a character's start cut short) and "Hello" repeated,
+``chain="text"`` "Hello ▁there ▁Hello ▁there …", all without an end (for benchmarks).
 """
 
 from __future__ import annotations
@@ -170,6 +171,10 @@ def _successors(tokens: list[str], kind: str, chain: str, end: int) -> dict[int,
                                    byte_ids[2]: byte_ids[0]}
     elif chain == "invalid":
         start, nxt = ff, {ff: ff}
+    elif chain == "mixed":  # 中, then 0xFF, then 0xE5 cut short by "Hello", and again
+        e5 = _piece_id(tokens, byte(0xE5)) if kind == "bpe" else _piece_id(tokens, "<0xE5>")
+        start, nxt = byte_ids[0], {byte_ids[0]: byte_ids[1], byte_ids[1]: byte_ids[2],
+                                   byte_ids[2]: ff, ff: e5, e5: opening, opening: byte_ids[0]}
     elif chain == "text":
         start, nxt = opening, {opening: there, hello: there, there: hello}
     else:
@@ -184,6 +189,10 @@ def _weights(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: in
     rng = np.random.default_rng(seed)
     head_dim = n_embd // n_head
     small = 1e-4  # the residual stream stays the current token: the chain has a wide margin
+    # Each layer's feed-forward adds noise to every dimension, growing with sqrt(n_ff) and
+    # with the layer count; deeper/wider (benchmark) models scale it down so the one-hot
+    # current token still dominates (the tests' default size, 2 x 128, is unchanged).
+    ffn_down = small * min(1.0, (2 * 128 / (n_layer * n_ff)) ** 0.5)
     emb = np.zeros((n_vocab, n_embd), dtype=np.float32)
     emb[np.arange(n_vocab), np.arange(n_vocab)] = 1.0
     out = np.zeros((n_vocab, n_embd), dtype=np.float32)
@@ -203,7 +212,7 @@ def _weights(n_vocab: int, n_embd: int, n_layer: int, n_head: int, n_head_kv: in
         w[p + "attn_output.weight"] = rng.normal(0, small, (n_embd, n_embd)).astype(np.float32)
         w[p + "ffn_gate.weight"] = rng.normal(0, 0.1, (n_ff, n_embd)).astype(np.float32)
         w[p + "ffn_up.weight"] = rng.normal(0, 0.1, (n_ff, n_embd)).astype(np.float32)
-        w[p + "ffn_down.weight"] = rng.normal(0, small, (n_embd, n_ff)).astype(np.float32)
+        w[p + "ffn_down.weight"] = rng.normal(0, ffn_down, (n_embd, n_ff)).astype(np.float32)
     return w
 
 
@@ -222,11 +231,12 @@ FORMATS = {
 
 def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2048,
                     template: str | None = None, n_layer: int = 2, n_ff: int = 128,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, f16: bool = False) -> Path:
     """Write the tiny ``fmt`` GGUF (see :data:`FORMATS`) to ``out``; returns ``out``.
 
     ``template`` overrides the embedded chat template (for bad-template tests); ``n_layer``
-    and ``n_ff`` make a bigger model for benchmarks.
+    and ``n_ff`` make a bigger model for benchmarks; ``f16`` stores the matrices in F16 (as
+    a converted hub model has them), norms stay F32.
     """
     import gguf
 
@@ -258,7 +268,7 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
     writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama" if kind == "spm" else "gpt2")
     writer.add_tokenizer_pre("default" if kind == "spm" else "llama-bpe")
     writer.add_token_list(tokens)
@@ -278,7 +288,7 @@ def build_chat_gguf(out: Path, fmt: str, *, chain: str = "reply", n_ctx: int = 2
         writer.add_chat_template(template)
     for tname, array in _weights(n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, succ,
                                  seed).items():
-        writer.add_tensor(tname, array)
+        writer.add_tensor(tname, array.astype(np.float16) if f16 and array.ndim == 2 else array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

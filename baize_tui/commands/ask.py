@@ -45,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lora", metavar="ADAPTER.gguf",
                    help="a GGUF LoRA adapter (baize-convert lora) applied on the GGUF model: "
-                   "try a freshly trained adapter without merging")
+                   "try a freshly trained adapter without merging (saved with the "
+                   "conversation; --continue applies it again)")
+    p.add_argument("--no-lora", action="store_true",
+                   help="with --continue: go on without the conversation's LoRA adapter")
     p.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint for openai:MODEL")
     p.add_argument("-s", "--system", metavar="TEXT",
                    help="system prompt (default: [chat] system_prompt in the config, else the "
@@ -153,14 +156,37 @@ def run(args: argparse.Namespace) -> int:
         )
 
     settings = _settings(args, config, conversation, spec)
+    if conversation is not None and store is not None:
+        _keep_lora(store, conversation, settings, explicit=bool(args.lora or args.no_lora))
     engine = open_engine(spec, config=config, base_url=args.base_url,
-                         n_ctx=args.n_ctx or settings.n_ctx, lora=args.lora)
+                         n_ctx=args.n_ctx or settings.n_ctx, lora=settings.lora)
     try:
         return _turn(args, text, engine, store, conversation, settings)
     finally:
         engine.close()
         if store is not None:
             store.close()
+
+
+def _keep_lora(store: HistoryStore, conversation: Conversation, settings: ChatSettings, *,
+               explicit: bool) -> None:
+    """The LoRA adapter of a continued conversation: its stored one must still exist (else
+    one clear error); ``--lora``/``--no-lora`` replace it, and the conversation keeps that."""
+    from pathlib import Path
+
+    stored = conversation.params.get("lora") or None
+    if not explicit:
+        if settings.lora and not Path(settings.lora).expanduser().is_file():
+            raise UserError(
+                f"conversation {conversation.id} was made with the LoRA adapter "
+                f"{settings.lora}, which is gone; give --lora ADAPTER.gguf for another, or "
+                f"--no-lora to go on with the base model")
+        return
+    if settings.lora != stored:
+        params = {k: v for k, v in conversation.params.items() if k != "lora"}
+        if settings.lora:
+            params["lora"] = settings.lora
+        store.update_conversation(conversation.id, params=params)
 
 
 def _settings(args: argparse.Namespace, config: dict, conversation: Conversation | None,
@@ -178,7 +204,17 @@ def _settings(args: argparse.Namespace, config: dict, conversation: Conversation
         system_prompt=args.system, fmt=args.format, n_ctx=args.n_ctx,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repeat_penalty=args.repeat_penalty, max_new_tokens=args.max_tokens, seed=args.seed,
+        lora="" if args.no_lora else _absolute(args.lora),
     )
+
+
+def _absolute(path: str | None) -> str | None:
+    """An adapter path as stored with a conversation: absolute, so ``-c`` works anywhere."""
+    if not path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).expanduser().absolute())
 
 
 def _turn(

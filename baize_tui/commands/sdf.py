@@ -338,7 +338,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return 0
-    cost = "unknown" if info["judge_cost"] is None else f"${info['judge_cost']:.4f}"
+    cost = (f"${info['judge_cost']:.4f}" if info["judge_cost"] is not None
+            else "cost unknown (no price for this judge: add it under [selfchat.prices] in the "
+            "config)" if info["judge"] else "-")
     lines = [
         f"run        {info['dir']}",
         f"model      {info['model']} (n={info['n']})",

@@ -53,9 +53,10 @@ def _add_data_options(p: argparse.ArgumentParser, *, required_base: bool = False
     p.add_argument("--loss", choices=("ai", "all"),
                    help="ai: train the AI turns and their closing [|Human|] (default); "
                         "all: the whole text (Baize v1)")
-    p.add_argument("--template", choices=("chat", "release"),
+    p.add_argument("--template", choices=("chat", "release", "base"),
                    help="chat: the prompt format baize-tui chats with (default); release: the "
-                        "released data's spaced format")
+                        "released data's spaced format; base: the base model's own chat "
+                        "template (merge then embeds it)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -368,11 +369,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if not -len(dialogues) <= args.index < len(dialogues):
         raise UserError(f"--index {args.index}: there are {len(dialogues)} dialogues")
     tokenizer = load_tokenizer(source)
+    from baize_tui.train.base_template import resolve_template
+
+    template = resolve_template(config.template, tokenizer, source)
     console = Console(highlight=False, soft_wrap=True)
     plain = args.plain or not console.is_terminal
     start = args.index % len(dialogues)
     for dialogue in dialogues[start:start + args.count]:
-        pv = preview_dialogue(tokenizer, dialogue, template=config.template,
+        pv = preview_dialogue(tokenizer, dialogue, template=template,
                               cutoff_len=config.cutoff_len, loss=config.loss)
         enc = pv.encoded
         cut = (f", cut to {enc.kept_turns} of {enc.n_turns} turns" if enc.kept_turns < enc.n_turns

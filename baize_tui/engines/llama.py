@@ -35,7 +35,14 @@ from baize_tui.engines.base import (
     SamplingParams,
     TurnStats,
 )
-from baize_tui.engines.llama_compat import count_evaluated, library_prints_to_log, route_llama_logs
+from baize_tui.engines.llama_compat import (
+    EngineClosing as _EngineClosing,
+)
+from baize_tui.engines.llama_compat import (
+    count_evaluated,
+    library_prints_to_log,
+    route_llama_logs,
+)
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.procs import physical_cores
 
@@ -44,7 +51,7 @@ __all__ = ["LlamaEngine", "inspect_gguf", "physical_cores", "route_llama_logs"]
 log = logging.getLogger("baize_tui.llama_cpp")
 
 SUPPORTED_ARCHITECTURES = ("llama",)
-#: how long :meth:`LlamaEngine.close` waits for a generation on another thread to stop
+#: after this long, :meth:`LlamaEngine.close` logs that it is still waiting for a native call
 CLOSE_WAIT_S = 5.0
 GGUF_MAGIC = b"GGUF"
 
@@ -147,13 +154,21 @@ class LlamaEngine(PromptEngine):
         self.lora = check_lora_gguf(Path(lora).expanduser().absolute()) if lora else None
         self.spec = str(self.path)  # absolute, so a saved conversation can be continued anywhere
         self.info = inspect_gguf(self.path)
+        if self.lora is not None:  # made for this model? (llama.cpp would only say "failed")
+            from baize_tui.engines.lora_match import check_lora_matches
+
+            check_lora_matches(self.path, self.lora)
         trained = self.info["context_length"] or 2048
         self._n_ctx = int(n_ctx or min(trained, max_ctx))
         from baize_tui.model_checks import check_context_fits, load_failure
 
         check_context_fits(self.path, self._n_ctx, self.info)
         self.n_threads = n_threads or physical_cores()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time (held while it is open)
+        #: held around every call into llama.cpp that uses the context (a prompt batch, one
+        #: token's decode + sample): close() takes it, so it never frees a context in use
+        self._native = threading.Lock()
+        self._closing = threading.Event()  # set by close(): generations stop at the next step
         self.evaluated_total = 0  # tokens decoded by this engine since load
 
         from baize_tui.vocab_check import vocab_error
@@ -190,6 +205,7 @@ class LlamaEngine(PromptEngine):
 
         self._vocab = _lc.llama_model_get_vocab(llm.model)
         self._pieces_cache: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}  # token id -> end of generation (EOS, EOT, …)
         self._last_prompt: list[int] = []
         meta = llm.metadata or {}
         bos_id = int(meta.get("tokenizer.ggml.bos_token_id", -1) or -1)
@@ -244,7 +260,10 @@ class LlamaEngine(PromptEngine):
         stats: TurnStats,
     ) -> Iterator[str]:
         with self._lock:
-            tokens = self.tokenize(prompt)
+            with self._native:
+                if self._closing.is_set():
+                    raise OperationFailed("the model was closed")
+                tokens = self.tokenize(prompt)
             stats.prompt_tokens = len(tokens)
             room = self._n_ctx - len(tokens)
             if room <= 0:
@@ -285,24 +304,35 @@ class LlamaEngine(PromptEngine):
         """Sample token by token; text is decoded incrementally (cost flat per token).
 
         Only an incomplete UTF-8 sequence (at most 3 bytes) is ever held back; bytes that
-        can never complete become U+FFFD at once.
+        can never complete become U+FFFD at once. Each step into llama.cpp (the prompt's
+        batches, then one token's decode + sample) runs under ``_native`` and first checks
+        that the engine is not closing, so :meth:`close` never frees the context under it.
         """
         import codecs
-
-        import llama_cpp
 
         llm = self._llm
         llm.set_seed(int(stats.seed or 0))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab, piece = self._vocab, self._piece
+        piece, is_end, native, closing = self._piece, self._is_end, self._native, self._closing
         sampled = 0
         tokens_out = llm.generate(
             tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
             temp=params.temperature, repeat_penalty=params.repeat_penalty,
         )
         try:
-            for token in tokens_out:
-                if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+            while True:
+                with native:
+                    if closing.is_set():
+                        stats.finish_reason = "cancelled"
+                        break
+                    try:
+                        token = next(tokens_out)
+                    except StopIteration:
+                        break
+                    except _EngineClosing:
+                        stats.finish_reason = "cancelled"
+                        break
+                if token in stop_ids or is_end(token):
                     stats.finish_reason = "stop"
                     break
                 sampled += 1
@@ -317,10 +347,19 @@ class LlamaEngine(PromptEngine):
                     stats.finish_reason = "length"
                     break
         finally:
-            tokens_out.close()
+            tokens_out.close()  # llama-cpp-python's generate: no native call on close
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail
+
+    def _is_end(self, token: int) -> bool:
+        """Whether ``token`` ends generation for the vocabulary (EOS, EOT …), cached per id."""
+        end = self._ends.get(token)
+        if end is None:
+            import llama_cpp
+
+            end = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return end
 
     def _piece(self, token: int) -> bytes:
         """The bytes of one token (specials as nothing), cached per id."""
@@ -375,14 +414,24 @@ class LlamaEngine(PromptEngine):
         )
 
     def close(self) -> None:
-        # A generation still running on another thread holds the lock until its next token:
-        # freeing the context under it would crash in llama_decode. Wait for it (a little).
-        lock = getattr(self, "_lock", None)
-        acquired = lock.acquire(timeout=CLOSE_WAIT_S) if lock is not None else False
+        """Free the model, safely while a generation runs on another thread.
+
+        Generations are told to stop at their next step (a prompt batch or a token), then this
+        waits for the step in progress to return (it holds ``_native``) before freeing: the
+        context is never freed under llama_decode. A generation resumed afterwards ends as
+        cancelled without touching the model.
+        """
+        closing = getattr(self, "_closing", None)
+        native = getattr(self, "_native", None)
+        if closing is None or native is None:  # __init__ failed before they existed
+            return
+        closing.set()
+        if not native.acquire(timeout=CLOSE_WAIT_S):
+            log.info("waiting for llama.cpp to finish its current step before closing")
+            native.acquire()
         try:
             llm, self._llm = getattr(self, "_llm", None), None
             if llm is not None:
                 llm.close()
         finally:
-            if acquired and lock is not None:
-                lock.release()
+            native.release()

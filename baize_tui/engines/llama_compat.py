@@ -138,9 +138,17 @@ def library_prints_to_log() -> Iterator[None]:
             llama_module.sys = real
 
 
+class EngineClosing(Exception):
+    """Raised between a prompt's batches when the engine is closing (see count_evaluated)."""
+
+
 def count_evaluated(llm: Any, engine: Any) -> bool:
     """Add the number of tokens each ``llm.eval`` decodes to ``engine.evaluated_total``.
-    False (and nothing counted) when this llama-cpp-python has no ``Llama.eval``."""
+
+    A long prompt is fed one batch (``llm.n_batch`` tokens) at a time, which is what
+    ``Llama.eval`` does inside anyway; between batches, when ``engine._closing`` is set,
+    :class:`EngineClosing` is raised so that closing waits for one batch, not the whole
+    prompt. False (and nothing counted) when this llama-cpp-python has no ``Llama.eval``."""
     class_eval = getattr(type(llm), "eval", None)
     if not callable(class_eval):
         log.warning("llama-cpp-python has no Llama.eval: evaluated tokens are not counted")
@@ -150,10 +158,17 @@ def count_evaluated(llm: Any, engine: Any) -> bool:
     llm_ref, engine_ref = weakref.ref(llm), weakref.ref(engine)
 
     def counting_eval(tokens: Sequence[int]) -> None:
-        class_eval(llm_ref(), tokens)
-        engine = engine_ref()
-        if engine is not None:
-            engine.evaluated_total += len(tokens)
+        model = llm_ref()
+        step = max(1, int(getattr(model, "n_batch", 0) or len(tokens) or 1))
+        for start in range(0, len(tokens), step):
+            engine = engine_ref()
+            closing = getattr(engine, "_closing", None)
+            if start and closing is not None and closing.is_set():
+                raise EngineClosing("the engine is closing")
+            chunk = tokens[start:start + step]
+            class_eval(model, chunk)
+            if engine is not None:
+                engine.evaluated_total += len(chunk)
 
     llm.eval = counting_eval
     return True

@@ -1,5 +1,5 @@
 """Models: find GGUFs on disk (:mod:`.discovery`), get them from the Hugging Face hub
-(:mod:`.hub`), and build known Baize models from adapters or HF weights (:mod:`.recipes`).
+(:mod:`.hub`, :mod:`.downloader`), and build known Baize models from adapters or HF weights (:mod:`.recipes`).
 
 Every public name is importable from ``baize_tui.models`` itself. Progress is reported through
 a plain callback ``progress(stage, done, total)`` (:data:`ProgressFn`) so the CLI (rich) and the
@@ -22,12 +22,19 @@ from baize_tui.models.discovery import (
     search_dirs,
     set_default,
 )
-from baize_tui.models.hub import (
+from baize_tui.models.downloader import (
     CHUNK,
     DISK_MARGIN,
     DOWNLOAD_RETRIES,
-    HUB_DEFAULT_ENDPOINT,
     RETRY_WAIT,
+    RemoteFile,
+    download,
+    download_to_cache,
+    pull_gguf,
+    remote_file,
+)
+from baize_tui.models.hub import (
+    HUB_DEFAULT_ENDPOINT,
     HubFile,
     PullCancelled,
     choose_gguf,
@@ -35,7 +42,6 @@ from baize_tui.models.hub import (
     hub_errors,
     is_offline,
     list_hub_files,
-    pull_gguf,
 )
 from baize_tui.models.recipes import (  # noqa: F401 (imported by tests and other modules)
     KQUANT_SECONDS_PER_B,
@@ -74,6 +80,10 @@ __all__ = [
     "list_hub_files",
     "choose_gguf",
     "pull_gguf",
+    "RemoteFile",
+    "remote_file",
+    "download",
+    "download_to_cache",
     "MERGE_SECONDS_PER_B",
     "KQUANT_SECONDS_PER_B",
     "RecipePlan",

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from baize_tui.errors import OperationFailed, UserError
 from baize_tui.models.discovery import DEFAULT_QUANT, ProgressFn, hf_cache_dir
+from baize_tui.models.downloader import download_to_cache, pull_gguf
 from baize_tui.models.hub import (
     HubFile,
     PullCancelled,
     _require_online,
     choose_gguf,
-    hub_endpoint,
-    hub_errors,
     list_hub_files,
-    pull_gguf,
 )
 from baize_tui.paths import get_paths
 
@@ -135,47 +131,34 @@ def plan_recipe(repo: str, quant: str | None = None) -> RecipePlan:
 
 
 def _remote_dtype(config: HubFile) -> str | None:
-    from huggingface_hub import hf_hub_download
-
-    with hub_errors(f"{config.repo}/config.json"):
-        path = hf_hub_download(config.repo, "config.json", endpoint=hub_endpoint(),
-                               cache_dir=hf_cache_dir())
+    path = download_to_cache(config.repo, "config.json", cache_dir=hf_cache_dir())
     try:
         return json.loads(Path(path).read_text()).get("torch_dtype")
     except (OSError, ValueError):
         return None
 
 
-def _callback_bar(progress: ProgressFn | None, stage: str, state: dict[str, int],
-                  total: int, cancel: threading.Event | None = None) -> type:
-    """A tqdm stand-in that huggingface_hub drives, forwarding to ``progress``; once
-    ``cancel`` is set, its next update raises :class:`PullCancelled` (the download stops)."""
-
-    class Bar:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def __enter__(self) -> Bar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def update(self, n: float | None = 1) -> None:
-            if cancel is not None and cancel.is_set():
-                raise PullCancelled(f"{stage}: cancelled; nothing was converted, and what was "
-                                    "downloaded completely stays in the Hugging Face cache")
-            state["done"] += int(n or 0)
+def _download_all(plan: RecipePlan, stage: str, progress: ProgressFn | None,
+                  cancel: threading.Event | None) -> dict[str, Path]:
+    """Fetch every file of ``plan`` into the Hugging Face cache through the one downloader
+    (resumable, checked), reporting one running total; returns each repo's snapshot folder."""
+    if progress:
+        progress(stage, 0, plan.download_bytes)
+    dirs: dict[str, Path] = {}
+    cache = hf_cache_dir()
+    done = 0
+    for f in plan.downloads:
+        def step(_stage: str, got: int, _total: int | None, before: int = done) -> None:
             if progress:
-                progress(stage, min(state["done"], total), total)
+                progress(stage, min(before + got, plan.download_bytes), plan.download_bytes)
 
-        def close(self) -> None:
-            pass
-
-        def __getattr__(self, name: str) -> Callable[..., None]:
-            return lambda *a, **k: None
-
-    return Bar
+        local = download_to_cache(f.repo, f.path, cache_dir=cache, progress=step, stage=stage,
+                                  cancel=cancel)
+        done += f.size or 0  # cached files count as done too
+        if progress:
+            progress(stage, done, plan.download_bytes)
+        dirs[f.repo] = local.parent
+    return dirs
 
 
 def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: bool = True,
@@ -187,8 +170,6 @@ def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: b
     (:class:`PullCancelled`); a conversion that has started runs to its end.
     """
     _require_online(plan.repo)
-    from huggingface_hub import hf_hub_download
-
     from baize_convert.pipeline import MergeRequest, check_disk, run_merge
 
     if plan.output.exists() and not force:
@@ -197,21 +178,7 @@ def run_recipe(plan: RecipePlan, *, progress: ProgressFn | None = None, quiet: b
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     check_disk(plan.output.parent, plan.output_bytes + plan.temp_bytes, f"writing {plan.output.name}")
     stage = f"download {plan.repo}" + (f" + {plan.base}" if plan.base else "")
-    state = {"done": 0}
-    bar = _callback_bar(progress, stage, state, plan.download_bytes, cancel)
-    if progress:
-        progress(stage, 0, plan.download_bytes)
-    dirs: dict[str, Path] = {}
-    cache = hf_cache_dir()
-    for f in plan.downloads:
-        before = state["done"]
-        with hub_errors(f"{f.repo}/{f.path}"):
-            local = hf_hub_download(f.repo, f.path, endpoint=hub_endpoint(), cache_dir=cache,
-                                    tqdm_class=bar)  # type: ignore[arg-type]
-        state["done"] = before + (f.size or 0)  # cached files count as done too
-        if progress:
-            progress(stage, state["done"], plan.download_bytes)
-        dirs[f.repo] = Path(local).parent
+    dirs = _download_all(plan, stage, progress, cancel)
     if cancel is not None and cancel.is_set():
         raise PullCancelled(f"{stage}: cancelled before converting; the downloads stay in the "
                             "Hugging Face cache")

@@ -30,14 +30,16 @@ class ExportResult:
 
 
 def best_pairs(run_dir: Path | str, *, min_score: int | None = None) -> tuple[list[dict], int, int]:
-    """``[{"id", "prompt", "reply", "score"}]`` in judging order, plus counts left out
-    (best score below ``min_score``; verdict without a matching candidate line)."""
+    """``[{"id", "prompt", "reply", "score"}]`` in the order the prompts were sampled (so the
+    file does not depend on which judge call finished first), plus counts left out (best
+    score below ``min_score``; verdict without a matching candidate line)."""
     directory = require_run_dir(run_dir)
     cands = first_per_id(read_records(directory / CANDIDATES)[0])
     verdicts = first_per_id(read_records(directory / JUDGMENTS)[0])
+    position = {pid: i for i, pid in enumerate(cands)}
     pairs: list[dict] = []
     below = unmatched = 0
-    for pid, verdict in verdicts.items():
+    for pid, verdict in sorted(verdicts.items(), key=lambda kv: position.get(kv[0], len(position))):
         rec = cands.get(pid)
         best = verdict.get("best")
         if rec is None or not isinstance(best, int) or not 0 <= best < len(rec["candidates"]):

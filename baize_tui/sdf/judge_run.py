@@ -7,8 +7,6 @@ unless forced, so one ``judgments.jsonl`` never mixes incomparable verdicts.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from baize_tui.errors import UserError
 from baize_tui.sdf import judge as jd
 from baize_tui.sdf.runners import JudgeRunner, JudgeSettings
 from baize_tui.sdf.store import CANDIDATES, JudgeStore, first_per_id, read_records, require_run_dir
-from baize_tui.selfchat.run import settings_changes
+from baize_tui.selfchat.run import next_state, refuse_other_settings, run_in_fresh_loop
 from baize_tui.selfchat.runner import Event, RunConfig, RunStats
 
 STATE_VERSION = 1
@@ -54,19 +52,14 @@ def open_judge(run_dir: Path | str, config: RunConfig, settings: JudgeSettings, 
     store = JudgeStore(directory, fsync=config.fsync, create=False)
     store.warnings += warnings
     state = store.read_state()
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     new = judge_fingerprint(config, settings)
     if state is not None and not force:
-        what = settings_changes(state.get("fingerprint") or {}, new)
-        if what:
-            store.close()
-            raise UserError(f"{directory} was judged with other settings ({what}); use --force "
-                            "to continue anyway, or sample into a new directory")
-    sessions = list((state or {}).get("sessions", []))
-    sessions.append({"started": now, "prompts": len(items)})
-    store.write_state({"version": STATE_VERSION, "created": (state or {}).get("created", now),
-                       "updated": now, "config": config.public(), "fingerprint": new,
-                       "parse_retries": settings.parse_retries, "sessions": sessions[-50:]})
+        refuse_other_settings(store, state.get("fingerprint") or {}, new, done="judged",
+                              where=directory, advice="use --force to continue anyway, or "
+                              "sample into a new directory")
+    store.write_state(next_state(state, STATE_VERSION, {"prompts": len(items)},
+                                 config=config.public(), fingerprint=new,
+                                 parse_retries=settings.parse_retries))
     return store, items
 
 
@@ -75,15 +68,10 @@ def run_judge(config: RunConfig, items: list[dict[str, Any]], store: JudgeStore,
               on_event: Callable[[Event], None] | None = None,
               on_start: Callable[[JudgeRunner], None] | None = None) -> RunStats:
     """Judge to the end in a fresh event loop (``on_start`` gets the runner)."""
-
-    async def main() -> RunStats:
-        runner = JudgeRunner(config, items, store, api_key=api_key, settings=settings,
-                             on_event=on_event)
-        if on_start is not None:
-            on_start(runner)
-        return await runner.run()
-
     try:
-        return asyncio.run(main())
+        return run_in_fresh_loop(
+            lambda: JudgeRunner(config, items, store, api_key=api_key, settings=settings,
+                                on_event=on_event),
+            on_start)
     finally:
         store.close()

@@ -27,8 +27,8 @@ from typing import Any
 from baize_tui.errors import UserError
 from baize_tui.prompt import STOP_STRINGS, cut_reply, render
 from baize_tui.sdf.store import CandidateStore
-from baize_tui.selfchat.run import settings_changes
-from baize_tui.selfchat.runner import Event, RunStats, redact_url
+from baize_tui.selfchat.run import next_state, refuse_other_settings, run_in_fresh_loop
+from baize_tui.selfchat.runner import Event, RunStats, emit_event, redact_url
 from baize_tui.selfchat.seeds import Seed
 
 STATE_VERSION = 1
@@ -106,20 +106,13 @@ def open_sample(out: Path | str, config: SampleConfig, prompts: list[Seed], *,
         raise UserError("--n must be at least 1")
     store = CandidateStore(out, fsync=config.fsync)
     state = store.read_state()
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if state is not None and not force:
-        what = settings_changes((state.get("config") or {}).get("fingerprint") or {},
-                                config.fingerprint())
-        if what:
-            store.close()
-            raise UserError(f"{store.dir} was sampled with other settings ({what}); use a new "
-                            "--out, or --force to continue anyway")
-    sessions = list((state or {}).get("sessions", []))
-    sessions.append({"started": now, "prompts": len(prompts)})
-    store.write_state({"version": STATE_VERSION, "created": (state or {}).get("created", now),
-                       "updated": now, "config": config.public(),
-                       "prompts": dict(prompts_info or {}, count=len(prompts)),
-                       "sessions": sessions[-50:]})
+        refuse_other_settings(store, (state.get("config") or {}).get("fingerprint") or {},
+                              config.fingerprint(), done="sampled",
+                              advice="use a new --out, or --force to continue anyway")
+    store.write_state(next_state(state, STATE_VERSION, {"prompts": len(prompts)},
+                                 config=config.public(),
+                                 prompts=dict(prompts_info or {}, count=len(prompts))))
     return store
 
 
@@ -184,13 +177,8 @@ class LocalSampler:
         return not self._running.is_set()
 
     def _emit(self, kind: str, message: str = "", record: dict[str, Any] | None = None) -> None:
-        if kind in ("error", "notice", "stop"):
-            try:
-                self.store.log_event(f"sample {kind}: {message}")
-            except OSError:
-                pass
-        if self.on_event is not None:
-            self.on_event(Event(kind, message, record))
+        emit_event(self.store, self.on_event, kind, message, record,
+                   logged=("error", "notice", "stop"), prefix="sample ")
 
     def run(self) -> RunStats:
         """Sample every planned prompt (or until stopped); returns the stats."""
@@ -379,18 +367,11 @@ def open_local_model(config: SampleConfig) -> Any:
 def _run_remote(config: SampleConfig, prompts: list[Seed], store: CandidateStore, *,
                 api_key: str, on_event: Callable[[Event], None] | None,
                 on_start: Callable[[Any], None] | None) -> RunStats:
-    import asyncio
-
     from baize_tui.sdf.runners import CandidateRunner
 
     run_config = remote_run_config(config)
-
-    async def main() -> RunStats:
-        runner = CandidateRunner(run_config, prompts, store, n=config.n, api_key=api_key,
-                                 empty_retries=config.empty_retries, spec=config.model,
-                                 on_event=on_event)
-        if on_start is not None:
-            on_start(runner)
-        return await runner.run()
-
-    return asyncio.run(main())
+    return run_in_fresh_loop(
+        lambda: CandidateRunner(run_config, prompts, store, n=config.n, api_key=api_key,
+                                empty_retries=config.empty_retries, spec=config.model,
+                                on_event=on_event),
+        on_start)

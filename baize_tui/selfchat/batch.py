@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from baize_tui.redact import redact_text, register_secret
 from baize_tui.selfchat import batch_plan as bp
 from baize_tui.selfchat.batch_collect import dialogue_record, failed_record, read_job_results
 from baize_tui.selfchat.batch_jobs import (
@@ -38,7 +39,7 @@ from baize_tui.selfchat.batch_jobs import (
     BatchJob,
     BatchStore,
 )
-from baize_tui.selfchat.runner import Event, FatalRunError, RunConfig, redact_url
+from baize_tui.selfchat.runner import Event, FatalRunError, RunConfig, emit_event, redact_url
 from baize_tui.selfchat.seeds import Seed
 from baize_tui.selfchat.store import RunStore
 
@@ -110,6 +111,7 @@ class BatchRunner:
         self.on_event = on_event
         self.stats = BatchStats()
         self._api_key = api_key
+        register_secret(api_key)  # masked by redact_text in every message, log line and record
         self._client = client
         self._stopping = False
         self._endpoint = redact_url(config.base_url)
@@ -180,16 +182,8 @@ class BatchRunner:
         return self._stopping
 
     def _emit(self, kind: str, message: str = "", record: dict[str, Any] | None = None) -> None:
-        key = self._api_key
-        if key and len(key) >= 6:
-            message = message.replace(key, "***")
-        if kind in ("pause", "error", "notice", "stop", "batch"):
-            try:
-                self.store.log_event(f"{kind}: {message}")
-            except OSError:
-                pass
-        if self.on_event is not None:
-            self.on_event(Event(kind, message, record))
+        emit_event(self.store, self.on_event, kind, message, record,
+                   logged=("pause", "error", "notice", "stop", "batch"))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> BatchStats:
@@ -299,8 +293,8 @@ class BatchRunner:
             self._emit("error", f"{msg}; will try again" if self.options.wait else msg)
 
     def _redact(self, text: str) -> str:
-        key = self._api_key
-        return text.replace(key, "***") if key and len(key) >= 6 else text
+        """``text`` with the API key (registered in ``__init__``) and URL credentials masked."""
+        return redact_text(text)
 
     def _within_budget(self, live: list[bp.Dialogue]) -> list[bp.Dialogue]:
         """The dialogues whose next request fits ``max_tokens_total`` / ``max_cost`` (estimated

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from baize_tui.errors import UserError
@@ -66,6 +66,50 @@ def settings_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     (``"key old -> new, …"``), or ``""`` when no setting changed."""
     return ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
 
+def refuse_other_settings(store: Any, old: dict[str, Any], new: dict[str, Any], *,
+                          done: str, advice: str, where: Path | None = None) -> None:
+    """Close ``store`` and raise one clear :class:`UserError` when the ``new`` settings differ
+    from the ``old`` ones the directory was ``done`` with (``"sampled"``, ``"judged"``…)."""
+    what = settings_changes(old, new)
+    if what:
+        store.close()
+        raise UserError(f"{where or store.dir} was {done} with other settings ({what}); {advice}")
+
+
+def next_state(state: dict[str, Any] | None, version: int, session: dict[str, Any],
+               **fields: Any) -> dict[str, Any]:
+    """The state file's next contents for a session starting now: ``version``, ``created`` (kept
+    from ``state``), ``updated``, then ``fields``, then ``sessions`` with this one appended
+    (``{"started": now, **session}``; the last 50 kept). Self-chat, ``sdf sample`` and
+    ``sdf judge`` all write their state files in this shape."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sessions = list((state or {}).get("sessions", []))
+    sessions.append({"started": now, **session})
+    return {"version": version, "created": (state or {}).get("created", now), "updated": now,
+            **fields, "sessions": sessions[-50:]}
+
+
+class _Runner(Protocol):
+    async def run(self) -> RunStats: ...
+
+
+R = TypeVar("R", bound=_Runner)
+
+
+def run_in_fresh_loop(make_runner: Callable[[], R],
+                      on_start: Callable[[R], None] | None = None) -> RunStats:
+    """Make a runner inside a fresh event loop, hand it to ``on_start`` (e.g. for signal
+    handlers or a Stop button), and run it to the end."""
+
+    async def main() -> RunStats:
+        runner = make_runner()
+        if on_start is not None:
+            on_start(runner)
+        return await runner.run()
+
+    return asyncio.run(main())
+
+
 def open_run(out: Path | str, config: RunConfig, seeds: list[Seed], *,
              seeds_info: dict[str, Any] | None = None, force: bool = False) -> RunStore:
     """Open (or create) the run directory and save ``state.json``.
@@ -75,24 +119,13 @@ def open_run(out: Path | str, config: RunConfig, seeds: list[Seed], *,
     """
     store = RunStore(out, fsync=config.fsync)
     state = store.read_state()
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if state is not None and not force:
-        what = settings_changes((state.get("config") or {}).get("fingerprint") or {},
-                                config.fingerprint())
-        if what:
-            store.close()
-            raise UserError(f"{store.dir} was started with other settings ({what}); use a new "
-                            "--out, or --force to continue anyway")
-    sessions = list((state or {}).get("sessions", []))
-    sessions.append({"started": now, "seeds": len(seeds)})
-    store.write_state({
-        "version": STATE_VERSION,
-        "created": (state or {}).get("created", now),
-        "updated": now,
-        "config": config.public(),
-        "seeds": dict(seeds_info or {}, count=len(seeds)),
-        "sessions": sessions[-50:],
-    })
+        refuse_other_settings(store, (state.get("config") or {}).get("fingerprint") or {},
+                              config.fingerprint(), done="started",
+                              advice="use a new --out, or --force to continue anyway")
+    store.write_state(next_state(state, STATE_VERSION, {"seeds": len(seeds)},
+                                 config=config.public(),
+                                 seeds=dict(seeds_info or {}, count=len(seeds))))
     return store
 
 
@@ -100,15 +133,10 @@ def run_selfchat(config: RunConfig, seeds: list[Seed], store: RunStore, *, api_k
                  on_event: Callable[[Event], None] | None = None,
                  on_start: Callable[[SelfChatRunner], None] | None = None) -> RunStats:
     """Run to completion in a fresh event loop (``on_start`` gets the runner, e.g. for signals)."""
-
-    async def main() -> RunStats:
-        runner = SelfChatRunner(config, seeds, store, api_key=api_key, on_event=on_event)
-        if on_start is not None:
-            on_start(runner)
-        return await runner.run()
-
     try:
-        return asyncio.run(main())
+        return run_in_fresh_loop(
+            lambda: SelfChatRunner(config, seeds, store, api_key=api_key, on_event=on_event),
+            on_start)
     finally:
         store.close()
 

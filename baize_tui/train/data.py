@@ -61,7 +61,13 @@ def render_dialogue(dialogue: Dialogue, template: str = "chat") -> Rendered:
     :func:`baize_tui.prompt.render_turn` writes it, then ``"\\n[|Human|]"``; the text before each
     AI reply equals what :func:`baize_tui.prompt.render` sends for that turn at chat time.
     ``release``: Baize's released data (``BAIZE_HEADER``, ``"[|Human|] "`` / ``"[|AI|] "`` tags).
+    ``base``: the base model's own chat template, given as a
+    :class:`~baize_tui.train.base_template.BaseTemplate` (see :func:`resolve_template`).
     """
+    from baize_tui.train.base_template import BaseTemplate
+
+    if isinstance(template, BaseTemplate):
+        return Rendered(*template.render(dialogue.system, dialogue.turns))
     spans: list[tuple[int, int]] = []
     if template == "chat":
         text = BAIZE_SYSTEM_PROMPT if dialogue.system is None else dialogue.system
@@ -82,7 +88,7 @@ def render_dialogue(dialogue: Dialogue, template: str = "chat") -> Rendered:
             spans.append((start, len(text) + len(marker)))
         text += BAIZE_HUMAN
     else:
-        raise UserError(f"unknown template {template!r}; choose chat or release")
+        raise UserError(f"unknown template {template!r}; choose chat, release or base")
     return Rendered(text, spans)
 
 

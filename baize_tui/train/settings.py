@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised only on 3.10
 
 BAIZE_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "down_proj", "gate_proj", "up_proj"]
 LOSS_MODES = ("ai", "all")
-TEMPLATES = ("chat", "release")
+TEMPLATES = ("chat", "release", "base")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOAD_IN = ("8bit", "4bit")
@@ -48,7 +48,8 @@ class TrainConfig:
     seed: int = 42
     cutoff_len: int = 512
     loss: str = "ai"
-    template: str = "chat"  # chat: prompt.py's format; release: the released data's spaced form
+    template: str = "chat"  # chat: prompt.py's format; release: the released data's spaced form;
+    # base: the base model's own chat template
     # LoRA
     lora_r: int = 8
     lora_alpha: int = 16

@@ -166,10 +166,13 @@ def train(run: Run, *, resume: bool, status: StatusWriter, rank: int, local_rank
     loaded = load_dialogues(config.data)
     train_dialogues, val_dialogues = split_dialogues(loaded.dialogues, config.val_size, config.seed)
     tokenizer = load_tokenizer(config.base)
-    train_examples, train_stats = encode_all(tokenizer, train_dialogues, template=config.template,
+    from baize_tui.train.base_template import resolve_template
+
+    template = resolve_template(config.template, tokenizer, config.base)  # "base": its own
+    train_examples, train_stats = encode_all(tokenizer, train_dialogues, template=template,
                                              cutoff_len=config.cutoff_len, loss=config.loss)
     check_dropped(train_stats, cutoff_len=config.cutoff_len)
-    val_examples, val_stats = encode_all(tokenizer, val_dialogues, template=config.template,
+    val_examples, val_stats = encode_all(tokenizer, val_dialogues, template=template,
                                          cutoff_len=config.cutoff_len, loss=config.loss)
     data_info = {"dialogues": len(loaded.dialogues), "skipped_records": sum(loaded.dropped.values()),
                  "train": train_stats.as_dict(), "val": val_stats.as_dict(),

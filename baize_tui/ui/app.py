@@ -47,14 +47,19 @@ from baize_tui.ui.textual_compat import current_keymap, screen_stack
 
 log = logging.getLogger("baize_tui.ui")
 
-EngineFactory = Callable[[str, dict[str, Any], "int | None"], Engine]
+#: ``(spec, config, n_ctx)``; called with ``lora=PATH`` as well when a chat has an adapter
+EngineFactory = Callable[..., Engine]
+#: what a loaded engine is: model spec, context size, LoRA adapter
+EngineKey = tuple[str, "int | None", "str | None"]
 
 
-def open_engine_factory(spec: str, config: dict[str, Any], n_ctx: int | None) -> Engine:
-    """The default way to load a model: :func:`baize_tui.engines.open_engine`."""
+def open_engine_factory(spec: str, config: dict[str, Any], n_ctx: int | None, *,
+                        lora: str | None = None) -> Engine:
+    """The default way to load a model: :func:`baize_tui.engines.open_engine` (the same path
+    as ``ask``, LoRA adapter included)."""
     from baize_tui.engines import open_engine
 
-    return open_engine(spec, config=config, n_ctx=n_ctx)
+    return open_engine(spec, config=config, n_ctx=n_ctx, lora=lora)
 
 
 def _mode_screen(module: str, name: str) -> Callable[[], Screen[Any]]:
@@ -130,8 +135,10 @@ class BaizeApp(App[None]):
         self.model_spec: str = model or str(self.config.get("model", {}).get("default") or "")
         self.model_error = ""
         self.engine: Engine | None = None
-        self._engine_key: tuple[str, int | None] | None = None
-        self._loading_key: tuple[str, int | None] | None = None
+        self._engine_key: EngineKey | None = None
+        self._loading_key: EngineKey | None = None
+        #: the LoRA adapter of the loaded (or loading) model, for the status line
+        self.model_lora: str | None = None
         self.start_conversation = start_conversation
         #: open the last chat on launch (``ui.reopen_last``) when no chat is named
         self.reopen_last = bool(self.config.get("ui", {}).get("reopen_last", True)
@@ -203,7 +210,8 @@ class BaizeApp(App[None]):
                 and screen.settings is not None:
             from dataclasses import replace
 
-            screen.settings = replace(screen.settings, model=spec)
+            # an adapter was made for the old model
+            screen.settings = replace(screen.settings, model=spec, lora=None)
             self.ensure_model(spec, screen.settings.n_ctx)
 
     def get_screen_for_mode(self, mode: str) -> Screen[Any] | None:
@@ -280,28 +288,34 @@ class BaizeApp(App[None]):
         """The loaded (or loading) model's short name."""
         return model_label(self.model_spec)
 
-    def ensure_model(self, spec: str, n_ctx: int | None) -> None:
-        """Load ``spec`` (with context ``n_ctx``) unless it is already loaded or loading."""
+    def ensure_model(self, spec: str, n_ctx: int | None, lora: str | None = None) -> None:
+        """Load ``spec`` (with context ``n_ctx`` and the GGUF LoRA adapter ``lora``) unless
+        it is already loaded or loading."""
         if not spec:
             return
-        key = (spec, n_ctx)
+        key: EngineKey = (spec, n_ctx, lora or None)
         if key == self._engine_key and self.engine is not None:
             return
         if key == self._loading_key:
             return
         self.model_spec = spec
+        self.model_lora = lora or None
         self.model_error = ""
         self._loading_key = key
         self.model_state = "loading"
-        self._load(spec, n_ctx)
+        self._load(key)
 
-    def _load(self, spec: str, n_ctx: int | None) -> None:
-        self.run_worker(lambda: self._load_thread(spec, n_ctx), thread=True,
+    def _load(self, key: EngineKey) -> None:
+        self.run_worker(lambda: self._load_thread(key), thread=True,
                         group="engine", exit_on_error=False)
 
-    def _load_thread(self, spec: str, n_ctx: int | None) -> None:
+    def _load_thread(self, key: EngineKey) -> None:
+        spec, n_ctx, lora = key
         try:
-            engine = self.engine_factory(spec, self.config, n_ctx)
+            if lora:
+                engine = self.engine_factory(spec, self.config, n_ctx, lora=lora)
+            else:  # factories given by tests and benchmarks take three arguments
+                engine = self.engine_factory(spec, self.config, n_ctx)
         except Exception as exc:
             if isinstance(exc, UserError):
                 message = str(exc)
@@ -309,16 +323,16 @@ class BaizeApp(App[None]):
                 log.exception("loading %s failed", spec)
                 message = f"{type(exc).__name__}: {exc}"
             try:
-                self.call_from_thread(self._model_failed, (spec, n_ctx), message)
+                self.call_from_thread(self._model_failed, key, message)
             except RuntimeError:
                 pass
             return
         try:
-            self.call_from_thread(self._model_loaded, (spec, n_ctx), engine)
+            self.call_from_thread(self._model_loaded, key, engine)
         except RuntimeError:  # the app closed meanwhile
             engine.close()
 
-    def _model_loaded(self, key: tuple[str, int | None], engine: Engine) -> None:
+    def _model_loaded(self, key: EngineKey, engine: Engine) -> None:
         if key != self._loading_key:  # superseded by another load
             engine.close()
             return
@@ -329,7 +343,7 @@ class BaizeApp(App[None]):
         self.model_state = "ready"
         self.refresh(repaint=True)
 
-    def _model_failed(self, key: tuple[str, int | None], message: str) -> None:
+    def _model_failed(self, key: EngineKey, message: str) -> None:
         if key != self._loading_key:
             return
         self._loading_key = None

@@ -78,8 +78,13 @@ class ModelInput(Input):
     """The model field: completes known models and paths."""
 
     def __init__(self, value: str, known: list[str], *, id: str | None = None) -> None:
-        super().__init__(value, id=id, compact=True, suggester=PathSuggester(known))
+        self._suggester = PathSuggester(known)
+        super().__init__(value, id=id, compact=True, suggester=self._suggester)
         self.known = known
+
+    def add_known(self, specs: list[str]) -> None:
+        """Complete ``specs`` too."""
+        self._suggester.known.extend(s for s in specs if s not in self._suggester.known)
 
 
 def filter_models(known: Iterable[str], text: str) -> list[str]:
@@ -93,11 +98,22 @@ class ModelList(OptionList):
 
     def __init__(self, known: list[str], target: str, *, id: str | None = None) -> None:
         super().__init__(*[Option(spec, id=spec) for spec in known], id=id, compact=True)
-        self.known = known
+        self.known = list(known)
+        self.display = bool(known)  # shown once there is something to pick
         self.target = target
+
+    def add_known(self, specs: list[str]) -> None:
+        """List ``specs`` too (narrowed like the rest to what the model field holds)."""
+        self.known = [*self.known, *(s for s in specs if s not in self.known)]
+        try:
+            text = self.screen.query_one(f"#{self.target}", Input).value
+        except Exception:  # not on a screen with the field (yet)
+            text = ""
+        self.narrow(text)
 
     def narrow(self, text: str) -> None:
         """Show only the models matching ``text`` (all of them when it is one of them)."""
+        self.display = bool(self.known)
         shown = self.known if text in self.known else filter_models(self.known, text)
         self.clear_options()
         self.add_options([Option(spec, id=spec) for spec in shown])
@@ -109,3 +125,30 @@ class ModelList(OptionList):
         field.value = str(event.option.id)
         field.cursor_position = len(field.value)
         field.focus()
+
+
+def checked_lora(model: str, lora: str) -> str | None:
+    """The LoRA adapter field's value, checked against the model field: blank is none; else
+    an existing GGUF LoRA adapter made for this GGUF model, as an absolute path (so the
+    conversation can be continued from anywhere). A :class:`UserError` says what is wrong."""
+    from baize_tui.errors import UserError
+
+    if not lora:
+        return None
+    kind, sep, _ = model.partition(":")
+    if sep and kind in ("openai", "hf"):
+        raise UserError(f"applies to a GGUF model, not {kind}:… (for hf:, give the adapter "
+                        "in the model field as hf:BASE+LORA)")
+    from baize_tui.engines.llama import check_lora_gguf
+    from baize_tui.engines.lora_match import check_lora_matches
+
+    try:
+        path = check_lora_gguf(Path(lora).expanduser().absolute())
+    except UserError as exc:  # name this form's fields, not the command line's flags
+        raise UserError(str(exc).replace(
+            "give it with -m, and an adapter made by `baize-convert lora` with --lora",
+            "put it in the Model field; an adapter is made by `baize-convert lora`")) from None
+    base = Path(model).expanduser()
+    if base.is_file():
+        check_lora_matches(base, path)
+    return str(path)

@@ -5,6 +5,7 @@ each have a module of their own beside this one."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,14 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
     dialog_id = "settings-dialog"
 
     def __init__(self, settings: ChatSettings, known_models: list[str] | None = None, *,
-                 default_system: str | None = None) -> None:
+                 default_system: str | None = None,
+                 more_models: Callable[[], list[str]] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.known_models = known_models or []
+        #: asked off the UI thread once the dialog shows (an endpoint's model list): more
+        #: specs for the picker
+        self.more_models = more_models
         #: shown when the chat uses its format's default system prompt (``system_prompt=None``)
         self.default_system = default_system or ""
 
@@ -80,6 +85,10 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         }
         yield Label("Model (PATH.gguf, openai:MODEL, hf:BASE[+LORA])")
         yield from self.compose_model_field(s.model)
+        yield Label("LoRA adapter (ADAPTER.gguf from baize-convert lora; blank = none)")
+        from baize_tui.ui.pickers import PathInput
+
+        yield PathInput(s.lora or "", id="lora", placeholder="none")
         yield Label("Chat format (auto: the model's chat template, or Baize's when it "
                     "has none)")
         yield Select([(c, c) for c in FORMAT_CHOICES], value=s.format, id="format",
@@ -101,8 +110,29 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         from baize_tui.ui.pickers import ModelInput, ModelList
 
         yield ModelInput(model, self.known_models, id="model")
-        if self.known_models:
-            yield ModelList(self.known_models, "model", id="model-list")
+        yield ModelList(self.known_models, "model", id="model-list")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if self.more_models is not None:
+            self._more_models(self.more_models)
+
+    @work(thread=True, group="more-models", exit_on_error=False)
+    def _more_models(self, more: Callable[[], list[str]]) -> None:
+        specs = more()
+        if specs:
+            self.app.call_from_thread(self.add_models, specs)
+
+    def add_models(self, specs: list[str]) -> None:
+        """Offer ``specs`` too (in the list and the field's completion), each once."""
+        from baize_tui.ui.pickers import ModelInput, ModelList
+
+        new = [spec for spec in specs if spec not in self.known_models]
+        if not new or not self.is_mounted:
+            return
+        self.known_models.extend(new)
+        self.query_one("#model", ModelInput).add_known(new)
+        self.query_one("#model-list", ModelList).add_known(new)
 
     @on(Input.Changed, "#model")
     def _model_typed(self, event: Input.Changed) -> None:
@@ -152,8 +182,14 @@ class SettingsScreen(FormModal["ChatSettings | None"]):
         if self.settings.system_prompt is None and system == self.default_system:
             system = None  # untouched: keep following the format's default
         fmt = str(self.query_one("#format", Select).value)
+        from baize_tui.ui.pickers import checked_lora
+
+        try:
+            lora = checked_lora(model, value("lora"))
+        except UserError as exc:
+            raise FieldError(f"LoRA adapter: {exc}", "lora") from None
         return replace(self.settings, model=model, system_prompt=system, params=params,
-                       n_ctx=n_ctx, format=fmt)
+                       n_ctx=n_ctx, format=fmt, lora=lora)
 
 
 # --------------------------------------------------------------------------- small dialogs

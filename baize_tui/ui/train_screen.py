@@ -181,7 +181,8 @@ class TrainScreen(TrainRunMixin, Screen[None]):
                                      value="ai", allow_blank=False, id="tr-loss-mode", compact=True)
                     with Vertical():
                         yield Label("Format")
-                        yield Select([("chat", "chat"), ("release", "release")], value="chat",
+                        yield Select([("chat", "chat"), ("release", "release"), ("base", "base")],
+                                     value="chat",
                                      allow_blank=False, id="tr-template", compact=True)
                 with Horizontal():
                     with Vertical():
@@ -307,6 +308,7 @@ class TrainScreen(TrainRunMixin, Screen[None]):
 
     @work(thread=True, exclusive=True, group="train-preview", exit_on_error=False)
     def _preview(self, config: Any) -> None:
+        from baize_tui.train.base_template import resolve_template
         from baize_tui.train.data import load_dialogues, load_tokenizer, preview_dialogue
 
         try:
@@ -314,7 +316,8 @@ class TrainScreen(TrainRunMixin, Screen[None]):
             if not data.dialogues:
                 raise UserError("no dialogues in the data files")
             tokenizer = load_tokenizer(config.base)
-            preview = preview_dialogue(tokenizer, data.dialogues[0], template=config.template,
+            template = resolve_template(config.template, tokenizer, config.base)
+            preview = preview_dialogue(tokenizer, data.dialogues[0], template=template,
                                        cutoff_len=config.cutoff_len, loss=config.loss)
         except Exception as exc:  # shown, never raised
             self.app.call_from_thread(self._show_preview, Text(error_text(exc), style="red"))

@@ -36,6 +36,7 @@ from baize_tui.selfchat.runner.config import (
     Event,
     RunConfig,
     RunStats,
+    emit_event,
     redact_url,
     resolve_price,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "resolve_price",
     "RunStats",
     "Event",
+    "emit_event",
     "FatalRunError",
     "DialogueFailed",
     "CallResult",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from baize_tui.selfchat import templates as tpl
@@ -178,3 +179,27 @@ class Event:
     kind: str
     message: str = ""
     record: dict[str, Any] | None = None
+
+
+class _EventLog(Protocol):
+    def log_event(self, message: str) -> None: ...
+
+
+def emit_event(store: _EventLog, on_event: Callable[[Event], None] | None, kind: str,
+               message: str = "", record: dict[str, Any] | None = None, *,
+               logged: Collection[str], prefix: str = "") -> None:
+    """Tell ``on_event`` (the CLI or TUI) about ``kind``, and write it to the run's
+    ``events.log`` (``"{prefix}{kind}: {message}"``) when ``kind`` is one of ``logged``; the
+    message is redacted first (registered API keys, URL credentials). A log that cannot be
+    written does not stop the run."""
+    from baize_tui.redact import redact_text
+
+    message = redact_text(message)
+    if kind in logged:
+        try:
+            store.log_event(f"{prefix}{kind}: {message}")
+        except OSError:
+            pass
+    if on_event is not None:
+        on_event(Event(kind, message, record))
+

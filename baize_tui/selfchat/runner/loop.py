@@ -1,18 +1,8 @@
-"""The async self-chat runner: seeds in, dialogues appended to the run directory as they finish.
+"""The async self-chat runner itself (:class:`SelfChatRunner`): seeds in, dialogues appended
+to the run directory as they finish.
 
-One ``AsyncOpenAI`` client (its own retries off: this module retries, counts and logs) drives
-``concurrency`` workers, each generating one dialogue at a time, so at most ``concurrency``
-requests are in flight. Optional RPM/TPM token buckets pace requests. Failures are classified:
-
-- 429 (except ``insufficient_quota``), 408, 409, >= 500, timeouts, dropped connections and
-  malformed bodies are retried with exponential backoff and jitter; a 429's ``retry-after-ms`` /
-  ``Retry-After`` is honoured and pauses **every** worker;
-- 400 / 422 (and other 4xx) fail that dialogue once, recorded in ``failed.jsonl``, not retried;
-- 401 / 403 / 404 and ``insufficient_quota`` stop the run with one message naming the setting.
-
-Budgets (``max_tokens_total``, ``max_cost``) count what previous sessions of the run spent plus
-what in-flight dialogues are expected to spend; when reached, no new dialogue starts, in-flight
-ones finish and are saved. ``stop()`` does the same on request (Ctrl+C, the TUI's Stop button).
+The package docstring (:mod:`baize_tui.selfchat.runner`) describes its behaviour: concurrency,
+RPM/TPM pacing, which failures are retried, failed or stop the run, and the budgets.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from baize_tui.redact import register_secret
+from baize_tui.redact import redact_text, register_secret
 from baize_tui.selfchat import templates as tpl
 from baize_tui.selfchat.runner.client import (
     CallResult,
@@ -41,7 +31,7 @@ from baize_tui.selfchat.runner.client import (
     parse_duration,
     parse_retry_after,
 )
-from baize_tui.selfchat.runner.config import Event, RunConfig, RunStats, redact_url
+from baize_tui.selfchat.runner.config import Event, RunConfig, RunStats, emit_event, redact_url
 from baize_tui.selfchat.seeds import Seed
 from baize_tui.selfchat.store import RunStore
 from baize_tui.selfchat.transcript import ParseResult, evaluate_turns, evaluate_v1
@@ -134,19 +124,13 @@ class SelfChatRunner:
 
     # -- helpers -------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        """``text`` with the API key masked (servers sometimes echo what they were sent)."""
-        key = self._api_key
-        return text.replace(key, "***") if key and len(key) >= 6 else text
+        """``text`` with the API key (registered in ``__init__``) and URL credentials masked
+        (servers sometimes echo what they were sent)."""
+        return redact_text(text)
 
     def _emit(self, kind: str, message: str = "", record: dict[str, Any] | None = None) -> None:
-        message = self._redact(message)
-        if kind in ("retry", "pause", "error", "notice", "stop"):
-            try:
-                self.store.log_event(f"{kind}: {message}")
-            except OSError:
-                pass
-        if self.on_event is not None:
-            self.on_event(Event(kind, message, record))
+        emit_event(self.store, self.on_event, kind, message, record,
+                   logged=("retry", "pause", "error", "notice", "stop"))
 
     def _report_once(self, key: str, kind: str, message: str) -> None:
         if key not in self._reported:
