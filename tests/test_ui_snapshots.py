@@ -92,12 +92,19 @@ def make_app() -> BaizeApp:
 async def settle(pilot: Any) -> None:
     app = pilot.app
     await wait_until(pilot, lambda: app.model_state == "ready", what="the model")
+    no_blink(app)
+    await pilot.pause(0.3)  # no nameable condition for the final styles
+    await pilot.wait_for_scheduled_animations()
+
+
+def no_blink(app: Any) -> None:
+    """Cursors drawn steadily. TextArea's line cache keys a line by the blink phase only, so a
+    line cached in the "off" phase would be reused once blinking stops and the cursor cell would
+    go missing at random: clearing the cache (notify_style_update) redraws it from the state."""
     for area in app.screen.query("TextArea, Input"):
         area.cursor_blink = False
-    # A fixed pause on purpose: with settled() (even after waiting for the prompt's focus) the
-    # prompt box's cursor cell is sometimes missing from the picture; no state found names it.
-    await pilot.pause(0.3)
-    await pilot.wait_for_scheduled_animations()
+        area.notify_style_update()
+        area.refresh()
 
 
 def test_chat_screen(snap_compare: Any) -> None:
@@ -128,8 +135,7 @@ def test_sidebar_search(snap_compare: Any) -> None:
 def test_first_run_screen(snap_compare: Any) -> None:
     async def wait(pilot: Any) -> None:
         await wait_until(pilot, lambda: type(pilot.app.screen).__name__ == "FirstRunScreen")
-        for area in pilot.app.screen.query("Input"):
-            area.cursor_blink = False
+        no_blink(pilot.app)
         await pilot.pause(0.3)  # as in settle(): no nameable condition for the final styles
 
     assert os.environ.get("BAIZE_HOME")
