@@ -168,6 +168,7 @@ def test_the_app_chatting_through_an_endpoint_stores_no_echoed_key(baize_home: P
 
     from baize_tui.history import HistoryStore
     from baize_tui.ui.app import BaizeApp
+    from baize_tui.ui.widgets import MessageView
 
     async def chat(server: OpenAITestServer) -> None:
         config = {"model": {"default": "openai:m"},
@@ -177,6 +178,10 @@ def test_the_app_chatting_through_an_endpoint_stores_no_echoed_key(baize_home: P
         async with app.run_test(size=(100, 30)) as pilot:
             screen = await ready(pilot, app)
             await send(pilot, screen, "what did I send?")
+            # nor shown: neither while it streamed (pieces of 4 characters) nor once finished
+            reply = list(screen.query(MessageView))[-1]
+            assert "Your header was" in reply.text and "***" in reply.text
+            assert KEY not in reply.text and KEY not in str(app.export_screenshot())
         history.close()
 
     with OpenAITestServer(chunk_size=4) as server:

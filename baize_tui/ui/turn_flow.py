@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from baize_tui.redact import SecretStream
 from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 
@@ -74,13 +75,18 @@ class ThreadBridge:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _produce(self) -> None:
+        secrets = SecretStream()  # a key a server echoes back is never shown (nor stored)
         try:
             turn = self._start(self.cancel)
             self._put("turn", turn)
             first = True
             for piece in turn:
-                self._put("piece", piece, urgent=first)
-                first = False
+                shown = secrets.feed(piece)
+                if shown:
+                    self._put("piece", shown, urgent=first)
+                    first = False
+            if rest := secrets.flush():
+                self._put("piece", rest)
             self._put("done", turn)
         except BaseException as exc:  # travels to the UI side
             self._put("error", exc)
