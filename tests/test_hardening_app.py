@@ -7,13 +7,12 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from openai_server import OpenAITestServer
-from test_ui_tmux import Tmux
+from test_ui_tmux import AppInTmux
 
 from baize_tui.config import set_value
 
@@ -50,11 +49,7 @@ def test_sigterm_in_the_app_keeps_the_streaming_reply(baize_home: Path) -> None:
                           chunk_delay=0.05) as server:
         set_value("model.default", "openai:m")
         set_value("openai.base_url", server.base_url)
-        exe = Path(sys.executable).parent / "baize-tui"
-        status_file = baize_home / "exit-status"
-        command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
-        tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
-                             "HF_HUB_OFFLINE": "1"}, (110, 32))
+        tmux = AppInTmux(baize_home, (110, 32))
         try:
             tmux.wait_for(lambda s: "Search chats" in s and "loading" not in s,
                           what="the chat screen")
@@ -73,14 +68,13 @@ def test_sigterm_in_the_app_keeps_the_streaming_reply(baize_home: Path) -> None:
 
             os.kill(int(app_pid), signal.SIGTERM)
             try:
-                wait_for(lambda: status_file.exists() and status_file.read_text().strip(),
-                         "the app to exit", timeout=30)
+                wait_for(tmux.exited, "the app to exit", timeout=30)
             except AssertionError:
                 print(tmux.screen())
                 print(subprocess.run(["ps", "-o", "pid,stat,cmd", "--ppid", shell],
                                      capture_output=True, text=True).stdout)
                 raise
-            assert status_file.read_text().strip() == str(128 + signal.SIGTERM)
+            assert tmux.exited() == str(128 + signal.SIGTERM)
             screen = tmux.screen()
             assert "Traceback" not in screen
         finally:

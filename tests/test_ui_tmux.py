@@ -62,15 +62,32 @@ class Tmux:
         self.run("kill-server")
 
 
+class AppInTmux(Tmux):
+    """The real ``baize-tui`` command (no arguments) in tmux, for ``baize_home``; the shell
+    writes its exit status to :attr:`status_file` when it ends."""
+
+    def __init__(self, baize_home: Path, size: tuple[int, int]) -> None:
+        exe = Path(sys.executable).parent / "baize-tui"
+        assert exe.exists(), exe
+        self.status_file = baize_home / "exit-status"
+        super().__init__(["sh", "-c", f'"{exe}"; echo $? > "{self.status_file}"'],
+                         {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
+                          "HF_HUB_OFFLINE": "1"}, size)
+
+    def exited(self) -> str:
+        """The app's exit status, or "" while it runs."""
+        return self.status_file.read_text().strip() if self.status_file.exists() else ""
+
+    def exit_status(self, timeout: float = 20.0) -> str:
+        """Wait for the app to end; its exit status."""
+        self.wait_for(lambda _: self.exited(), timeout=timeout, what="the app to exit")
+        return self.exited()
+
+
 def test_baize_tui_in_tmux(tiny_gguf: Path, baize_home: Path) -> None:
     set_value("model.default", str(tiny_gguf))
     set_value("chat.max_new_tokens", 16)
-    exe = Path(sys.executable).parent / "baize-tui"
-    assert exe.exists(), exe
-    status_file = baize_home / "exit-status"
-    command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
-    tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
-                         "HF_HUB_OFFLINE": "1"}, (110, 32))
+    tmux = AppInTmux(baize_home, (110, 32))
     try:
         tmux.wait_for(lambda s: "Search chats" in s and tiny_gguf.name in s
                       and "loading" not in s, what="the chat screen with the model loaded")
@@ -90,9 +107,7 @@ def test_baize_tui_in_tmux(tiny_gguf: Path, baize_home: Path) -> None:
         for word in words:
             assert word in screen, (word, screen)
         tmux.keys("C-q")
-        tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
-                      timeout=20, what="the app to exit")
-        assert status_file.read_text().strip() == "0"
+        assert tmux.exit_status() == "0"
     finally:
         tmux.kill()
 
@@ -106,11 +121,7 @@ def test_first_run_chat_settings_models_at_80x24(tiny_gguf: Path, baize_home: Pa
     opened.parent.mkdir()
     shutil.copy(tiny_gguf, opened)
     set_value("chat.max_new_tokens", 16)
-    exe = Path(sys.executable).parent / "baize-tui"
-    status_file = baize_home / "exit-status"
-    command = ["sh", "-c", f'"{exe}"; echo $? > "{status_file}"']
-    tmux = Tmux(command, {"BAIZE_HOME": str(baize_home), "TERM": "xterm-256color",
-                         "HF_HUB_OFFLINE": "1"}, (80, 24))
+    tmux = AppInTmux(baize_home, (80, 24))
     try:
         tmux.wait_for(lambda s: "Welcome to baize-tui" in s, what="the first-run screen")
         tmux.keys("-l", str(opened))  # typed straight into the focused path field
@@ -139,8 +150,6 @@ def test_first_run_chat_settings_models_at_80x24(tiny_gguf: Path, baize_home: Pa
                                what="the models screen listing the opened model")
         assert "--%" not in screen and "--:--" not in screen, screen
         tmux.keys("C-q")
-        tmux.wait_for(lambda s: status_file.exists() and status_file.read_text().strip(),
-                      timeout=20, what="the app to exit")
-        assert status_file.read_text().strip() == "0"
+        assert tmux.exit_status() == "0"
     finally:
         tmux.kill()
