@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 _children: list[subprocess.Popen] = []  # reaped on every liveness check (no zombies)
 
@@ -29,12 +30,18 @@ def _reap() -> None:
             _children.remove(child)
 
 
-def _cmdline(pid: int) -> str | None:
-    """The command line of ``pid`` joined by spaces, or None if it cannot be read."""
+def _psutil() -> Any:
+    """The psutil module (an optional dependency), or None when it is not installed."""
     try:
         import psutil
     except ImportError:
-        psutil = None
+        return None
+    return psutil
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of ``pid`` joined by spaces, or None if it cannot be read."""
+    psutil = _psutil()
     if psutil is not None:
         try:
             return " ".join(psutil.Process(pid).cmdline())
@@ -54,10 +61,7 @@ def _cmdline(pid: int) -> str | None:
 
 
 def _running(pid: int) -> bool:
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
+    psutil = _psutil()
     if psutil is not None:
         try:
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -80,10 +84,7 @@ def _running(pid: int) -> bool:
 
 def process_start_time(pid: int) -> float | None:
     """When ``pid`` started (seconds since the epoch), or None if that cannot be read."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
+    psutil = _psutil()
     if psutil is not None:
         try:
             return float(psutil.Process(pid).create_time())
@@ -129,28 +130,28 @@ def physical_cores() -> int:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
-    physical = None
-    try:
-        import psutil  # optional
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        try:
-            cores: set[tuple[str, str]] = set()
-            phys = core = ""
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "physical id":
-                    phys = value
-                elif key == "core id":
-                    core = value
-                elif not key and core:
-                    cores.add((phys, core))
-                    core = ""
-            if core:
-                cores.add((phys, core))
-            physical = len(cores) or None
-        except OSError:
-            physical = None
+    psutil = _psutil()
+    physical = psutil.cpu_count(logical=False) if psutil is not None else _cpuinfo_cores()
     return max(1, min(usable, physical or max(1, usable // 2) or 1))
+
+
+def _cpuinfo_cores() -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo, or None if it cannot be read."""
+    try:
+        cores: set[tuple[str, str]] = set()
+        phys = core = ""
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+            elif not key and core:
+                cores.add((phys, core))
+                core = ""
+        if core:
+            cores.add((phys, core))
+        return len(cores) or None
+    except OSError:
+        return None
