@@ -9,6 +9,7 @@ random text.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -896,13 +897,15 @@ async def test_full_collections_are_held_while_a_reply_streams() -> None:
     from baize_tui.ui.gc_pacing import pacer
 
     before = gc.get_threshold()
-    engine = ScriptedEngine([f"w{i} " for i in range(60)], delay=0.01)
+    gate = threading.Event()
+    engine = ScriptedEngine([f"w{i} " for i in range(60)], gate=gate, gate_after=5)
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
         await pilot.press(*"go", "enter")
         await wait_until(pilot, lambda: len(views(screen)) == 2 and views(screen)[-1].text)
         assert screen.busy and pacer.holding and gc.get_threshold()[2] > 1_000_000
+        gate.set()
         await wait_until(pilot, lambda: not screen.busy)
         await wait_until(pilot, lambda: not pacer.holding, timeout=chat_screen.GC_AFTER_REPLY + 20,
                          what="full collections released after the reply")
@@ -928,10 +931,15 @@ def spacers(container) -> list:  # type: ignore[no-untyped-def]
     return [child for child in container.children if isinstance(child, CollapsedSpace)]
 
 
-def _app_over_long_history(pieces: int, delay: float) -> BaizeApp:
-    """An app showing a 20-turn conversation, whose model streams ``pieces`` words."""
+def _app_over_long_history(pieces: int, delay: float,
+                           gate: threading.Event | None = None,
+                           gate_after: int = 0) -> BaizeApp:
+    """An app showing a 20-turn conversation, whose model streams ``pieces`` words (all of
+    them: the reply budget is raised to match), held at ``gate`` after ``gate_after``."""
     cid = _long_conversation(20)
-    engine = ScriptedEngine([f"word{i} " for i in range(pieces)], delay=delay, n_ctx=8192)
+    set_value("chat.max_new_tokens", pieces)
+    engine = ScriptedEngine([f"word{i} " for i in range(pieces)], delay=delay, n_ctx=8192,
+                            gate=gate, gate_after=gate_after)
     return scripted_app(engine, start_conversation=cid)
 
 
@@ -950,7 +958,8 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
     visible moves, and they come back when the reply ends."""
     from baize_tui.ui.collapse import CollapsedSpace
 
-    app = _app_over_long_history(400, delay=0.01)
+    gate = threading.Event()
+    app = _app_over_long_history(400, delay=0.002, gate=gate, gate_after=200)
     async with app.run_test(size=SIZE) as pilot:
         screen = await _send_until_collapsed(pilot, app)
         transcript = screen.transcript
@@ -977,6 +986,7 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
             view.display = False
         spacer.display = True
         collapser.hidden = saved
+        gate.set()
         await wait_until(pilot, lambda: not screen.busy, what="the reply")
         await wait_until(pilot, lambda: not transcript.query(CollapsedSpace),
                          what="the collapsed messages back")
@@ -985,7 +995,8 @@ async def test_messages_far_above_stand_aside_while_a_reply_streams() -> None:
 
 
 async def test_scrolling_up_while_streaming_brings_the_earlier_messages_back() -> None:
-    app = _app_over_long_history(3000, delay=0.002)
+    # Held mid-reply: the reply must still be streaming when the user scrolls up.
+    app = _app_over_long_history(3000, delay=0.001, gate=threading.Event(), gate_after=300)
     async with app.run_test(size=SIZE) as pilot:
         screen = await _send_until_collapsed(pilot, app)
         transcript = screen.transcript

@@ -17,14 +17,21 @@ if TYPE_CHECKING:  # the chat tests use this module too; they need not import Te
 
 
 class ScriptedEngine:
-    """Yields a fixed list of pieces, ``delay`` seconds apart, honouring ``cancel``."""
+    """Yields a fixed list of pieces, ``delay`` seconds apart, honouring ``cancel``.
+
+    With ``gate`` given, the stream stops after ``gate_after`` pieces until the test sets the
+    gate (or the turn is cancelled), so a test can look at the screen mid-reply however slow
+    the machine is."""
 
     takes_messages = False
 
     def __init__(self, pieces: Sequence[str], delay: float = 0.0, n_ctx: int = 2048,
-                 spec: str = "scripted") -> None:
+                 spec: str = "scripted", gate: threading.Event | None = None,
+                 gate_after: int = 0) -> None:
         self.pieces = list(pieces)
         self.delay = delay
+        self.gate = gate
+        self.gate_after = gate_after
         self._n_ctx = n_ctx
         self.spec = spec
         self.prompts: list[str] = []
@@ -53,6 +60,9 @@ class ScriptedEngine:
 
         def pieces() -> Iterator[str]:
             for n, piece in enumerate(self.pieces[: params.max_new_tokens]):
+                if self.gate is not None and n == self.gate_after:
+                    while not (self.gate.wait(0.01) or cancel.is_set()):
+                        pass
                 if cancel.is_set():
                     stats.finish_reason = "cancelled"
                     return
