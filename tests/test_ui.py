@@ -223,7 +223,8 @@ async def test_new_chat_remove_turn_and_reopen(gguf_config: Path) -> None:
 
 
 async def test_escape_stops_and_keeps_the_partial_reply_marked_stopped() -> None:
-    engine = ScriptedEngine([f"word{i} " for i in range(400)], delay=0.01)
+    engine = ScriptedEngine([f"word{i} " for i in range(3000)], delay=0.01, n_ctx=8192)
+    set_value("chat.max_new_tokens", 3000)  # still streaming when escape comes, however slow
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
@@ -555,7 +556,9 @@ async def test_quit_while_generating_saves_the_partial_reply() -> None:
 
 
 async def test_transcript_follows_the_reply_until_the_user_scrolls_up() -> None:
-    engine = ScriptedEngine([f"line {i}\n\n" for i in range(300)], delay=0.01)
+    # Long enough (30 s at most; escape ends it) to be still streaming on a loaded machine.
+    engine = ScriptedEngine([f"line {i}\n\n" for i in range(3000)], delay=0.01, n_ctx=8192)
+    set_value("chat.max_new_tokens", 3000)
     app = scripted_app(engine)
     async with app.run_test(size=(110, 24)) as pilot:
         screen = await ready(pilot, app)
