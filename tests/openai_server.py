@@ -49,8 +49,9 @@ An *Action* is one of:
 changed at any time.
 
 Every request is recorded in ``server.requests`` (a list of ``RecordedRequest(method, path,
-headers, body, time)``; header names lower-case, ``body`` the parsed JSON or ``None``), also for
-requests that got an error or a dropped connection. ``server.count`` is how many were received;
+headers, body, time, status, answered)``; header names lower-case, ``body`` the parsed JSON or
+``None``, ``status``/``answered`` the status sent and when its head went out, ``None`` for a
+dropped connection), also for requests that got an error or a dropped connection. ``server.count`` is how many were received;
 ``server.clear()`` forgets them. ``server.in_flight`` / ``server.max_in_flight`` track
 concurrency.
 
@@ -142,6 +143,9 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     time: float = field(default_factory=time.monotonic)
+    #: the status the server answered with, and when its response went out (monotonic)
+    status: int | None = None
+    answered: float | None = None
 
 
 def _estimate_tokens(text: str) -> int:
@@ -183,6 +187,12 @@ class _Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head + body)
         self.wfile.flush()
+        self._answered(status)
+
+    def _answered(self, status: int) -> None:
+        record = getattr(self, "record", None)
+        if record is not None and record.status is None:
+            record.status, record.answered = status, time.monotonic()
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -205,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         srv = self.server.owner
         body = self._read_body()
-        srv._record(self, body)
+        self.record = srv._record(self, body)
         with srv._lock:
             srv.in_flight += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
@@ -301,6 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         send(event([{"index": 0, "delta": {"role": "assistant", "content": ""},
                      "finish_reason": None}]),
              prefix=("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        self._answered(200)
         size = max(1, srv.chunk_size)
         pieces = [reply.text[i:i + size] for i in range(0, len(reply.text), size)]
         for n, piece in enumerate(pieces):
@@ -411,12 +422,13 @@ class OpenAITestServer:
             self.count = 0
             self.max_in_flight = 0
 
-    def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
+    def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> RecordedRequest:
         rec = RecordedRequest(handler.command, handler.path,
                               {k.lower(): v for k, v in handler.headers.items()}, body)
         with self._lock:
             self.requests.append(rec)
             self.count += 1
+        return rec
 
     def _next_action(self, body: dict) -> Reply | Error | Drop | Malformed:
         with self._lock:

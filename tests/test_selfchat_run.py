@@ -81,10 +81,13 @@ def test_429_retry_after_pauses_every_worker(server: OpenAITestServer, tmp_path:
     assert stats.rate_limited == 1 and stats.retries == 1 and len(raw_ids(out)) == 11
     # "warm-up" has no turn: rejected, and re-running would not retry it by default
     assert stats.rejected == 1 and stats.reasons["no_human_turn"] == 1
-    t429 = server.requests[1].time + server.latency  # when the 429 went back to the client
-    later = [r.time for r in server.requests[2:] if r.time > t429 + 0.03]
+    (limited,) = [r for r in server.requests if r.status == 429]
+    assert limited.answered is not None
+    t429 = limited.answered  # when the 429 went back to the client
+    # Requests sent before the 429 reached the client may still arrive a little after it.
+    later = [r.time for r in server.requests if r.time > t429 + 0.1]
     assert later, "nobody sent a request after the 429"
-    assert min(later) >= t429 + 0.6 - 0.03  # Retry-After honoured by every worker
+    assert min(later) >= t429 + 0.6  # Retry-After (0.6 s, sent as "1") honoured by every worker
 
 
 def test_permanent_errors(server: OpenAITestServer, tmp_path: Path) -> None:
@@ -183,7 +186,7 @@ def test_rpm_and_tpm_limits_pace_requests(server: OpenAITestServer, tmp_path: Pa
     stats, _, _ = run_once(server, tmp_path, make_seeds(tmp_path, 20), concurrency=8, rpm=600)
     times = sorted(r.time for r in server.requests)
     # a bucket of 10 refilled at 10/s: 10 at once, then one per 0.1 s
-    assert stats.done == 20 and 0.85 <= times[-1] - times[0] <= 2.5
+    assert stats.done == 20 and 0.85 <= times[-1] - times[0] <= 5.0
     server.clear()
     server.set_reply(lambda body: Reply(scripted(body), usage={"prompt_tokens": 400,
                                                               "completion_tokens": 100}))
