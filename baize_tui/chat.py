@@ -25,6 +25,7 @@ from baize_tui.chat_format import BaizeFormat
 from baize_tui.engines.base import Engine, SamplingParams, TurnStats
 from baize_tui.errors import UserError
 from baize_tui.prompt import Fitted, StopFilter, Turn, fit, to_messages
+from baize_tui.redact import SecretStream, scrub_secrets
 
 if TYPE_CHECKING:
     from baize_tui.chat_format import ChatFormat
@@ -59,7 +60,9 @@ def reply_reserve(max_new_tokens: int, n_ctx: int) -> int:
 class ChatTurn(Iterator[str]):
     """One reply being generated: iterate for the visible text pieces.
 
-    After iteration ends (or :meth:`close`), :attr:`text` is the reply as saved, and
+    The pieces never show a registered secret (an API key a server echoes back): an end that
+    could grow into one waits for the next piece. After iteration ends (or :meth:`close`),
+    :attr:`text` is the reply as saved (secrets masked), and
     :attr:`stats` its numbers; :attr:`user_message_id` and :attr:`reply_message_id` are the
     history rows (``None`` without history). :attr:`dropped_turns` tells how many old turns
     were left out to fit the context.
@@ -67,6 +70,7 @@ class ChatTurn(Iterator[str]):
 
     def __init__(self, pieces: Iterator[str], prepared: PreparedPrompt) -> None:
         self._pieces = pieces
+        self._secrets = SecretStream()
         self.prepared = prepared
         self.dropped_turns = prepared.dropped_turns
         self.text = ""
@@ -79,7 +83,15 @@ class ChatTurn(Iterator[str]):
         return self
 
     def __next__(self) -> str:
-        return next(self._pieces)
+        while True:
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                if rest := self._secrets.flush():
+                    return rest
+                raise
+            if shown := self._secrets.feed(piece):
+                return shown
 
     def close(self) -> None:
         """Stop now; the reply so far is saved as cancelled.
@@ -289,7 +301,7 @@ class ChatSession:
                 if gen is not None:
                     gen.close()
                 flt.finish()  # whatever was held back is part of what was generated
-                turn.text = flt.text
+                turn.text = scrub_secrets(flt.text)
                 stats = turn.stats
                 if cancel.is_set() or isinstance(error, (GeneratorExit, KeyboardInterrupt)):
                     stats.finish_reason = "cancelled"

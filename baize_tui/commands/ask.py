@@ -265,17 +265,14 @@ def _turn(
               file=sys.stderr)
     out = sys.stdout
     wrote = False
-    from baize_tui.redact import SecretStream
     from baize_tui.termtext import term_safe
 
     shown = term_safe if out.isatty() else str  # model output is data, not terminal commands
-    secrets = SecretStream()  # a key the server echoes back is not printed either
     try:
-        for piece in turn:
-            out.write(shown(secrets.feed(piece)))
+        for piece in turn:  # (a key the server echoes back is masked by the turn itself)
+            out.write(shown(piece))
             out.flush()
             wrote = True
-        out.write(shown(secrets.flush()))
     except KeyboardInterrupt:
         cancel.set()
         turn.close()

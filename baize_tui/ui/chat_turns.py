@@ -19,7 +19,6 @@ from textual.css.query import NoMatches
 
 from baize_tui.chat import ChatTurn
 from baize_tui.chat_core import ChatSettings
-from baize_tui.redact import scrub_secrets
 from baize_tui.ui.chat_base import ChatScreenBase
 from baize_tui.ui.turn_flow import GCHold, ReplyCollapsing, SpinClock, Starter, ThreadBridge
 from baize_tui.ui.widgets import ChatInput, MessageView
@@ -232,7 +231,7 @@ class ChatTurns(ChatScreenBase):
 
     async def _turn_finished(self, turn: ChatTurn, reply: MessageView) -> None:
         self.last_turn = turn
-        await reply.finish_stream(scrub_secrets(turn.text))  # as shown while it streamed
+        await reply.finish_stream(turn.text)
         stats = turn.stats
         reply.info.message_id = turn.reply_message_id
         reply.info.finish_reason = stats.finish_reason

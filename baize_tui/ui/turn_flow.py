@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from baize_tui.redact import SecretStream
 from baize_tui.ui.collapse import Collapser
 from baize_tui.ui.gc_pacing import pacer as gc_pacer
 
@@ -75,18 +74,13 @@ class ThreadBridge:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _produce(self) -> None:
-        secrets = SecretStream()  # a key a server echoes back is never shown (nor stored)
         try:
             turn = self._start(self.cancel)
             self._put("turn", turn)
             first = True
             for piece in turn:
-                shown = secrets.feed(piece)
-                if shown:
-                    self._put("piece", shown, urgent=first)
-                    first = False
-            if rest := secrets.flush():
-                self._put("piece", rest)
+                self._put("piece", piece, urgent=first)
+                first = False
             self._put("done", turn)
         except BaseException as exc:  # travels to the UI side
             self._put("error", exc)
