@@ -125,6 +125,25 @@ def test_secret_stream_never_prints_a_key_split_across_pieces() -> None:
         assert shown == f"You sent Bearer *** to me, and {KEY[:8]} is not all of it."
 
 
+def test_a_chat_turn_masks_a_key_split_across_pieces_for_every_caller() -> None:
+    """The masking lives in the turn itself, so the app, ``ask`` and a library caller all get
+    it: the pieces never carry the key, nor the turn's final text or the session's memory."""
+    from ui_helpers import ScriptedEngine
+
+    from baize_tui.chat import ChatSession
+    from baize_tui.engines.base import SamplingParams
+
+    register_secret(KEY)
+    text = f"You sent Bearer {KEY} to me, and {KEY[:8]} is not all of it."
+    engine = ScriptedEngine([text[i:i + 3] for i in range(0, len(text), 3)])
+    session = ChatSession(engine, params=SamplingParams(max_new_tokens=200))
+    turn = session.send("what did I send?")
+    pieces = list(turn)
+    expected = f"You sent Bearer *** to me, and {KEY[:8]} is not all of it."
+    assert "".join(pieces) == expected and all(KEY not in p for p in pieces)
+    assert turn.text == expected and session.turns[-1].assistant == expected
+
+
 def history_bytes(home: Path) -> bytes:
     """Every byte of the history database, its WAL and journal included."""
     return b"".join(p.read_bytes() for p in (home / "data").glob("history.sqlite3*"))
