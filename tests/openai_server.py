@@ -51,9 +51,9 @@ changed at any time.
 Every request is recorded in ``server.requests`` (a list of ``RecordedRequest(method, path,
 headers, body, time, status, answered)``; header names lower-case, ``body`` the parsed JSON or
 ``None``, ``status``/``answered`` the status sent and when its head went out, ``None`` for a
-dropped connection), also for requests that got an error or a dropped connection. ``server.count`` is how many were received;
-``server.clear()`` forgets them. ``server.in_flight`` / ``server.max_in_flight`` track
-concurrency.
+dropped connection), also for requests that got an error or a dropped connection.
+``server.count`` is how many were received; ``server.clear()`` forgets them.
+``server.in_flight`` / ``server.max_in_flight`` track concurrency.
 
 ``python tests/openai_server.py --latency 0.3 --text "..."`` serves from its own process and
 prints ``READY <base_url>`` (used by bench/selfchat_bench.py).
@@ -155,6 +155,8 @@ def _estimate_tokens(text: str) -> int:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    #: the POST being answered on this connection (its status and time are filled in)
+    record: RecordedRequest | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default
         return
@@ -190,9 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._answered(status)
 
     def _answered(self, status: int) -> None:
-        record = getattr(self, "record", None)
-        if record is not None and record.status is None:
-            record.status, record.answered = status, time.monotonic()
+        if self.record is not None and self.record.status is None:
+            self.record.status, self.record.answered = status, time.monotonic()
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -223,8 +223,9 @@ async def test_new_chat_remove_turn_and_reopen(gguf_config: Path) -> None:
 
 
 async def test_escape_stops_and_keeps_the_partial_reply_marked_stopped() -> None:
-    engine = ScriptedEngine([f"word{i} " for i in range(3000)], delay=0.01, n_ctx=8192)
-    set_value("chat.max_new_tokens", 3000)  # still streaming when escape comes, however slow
+    # Held after 30 words: still streaming when escape comes, however slow the machine.
+    engine = ScriptedEngine([f"word{i} " for i in range(400)], gate=threading.Event(),
+                            gate_after=30)
     app = scripted_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot, app)
